@@ -1,0 +1,1 @@
+"""Attention estimators and their theory (built in a later issue)."""

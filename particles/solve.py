@@ -1,0 +1,267 @@
+"""``solve`` and ``drift``: run a method on a system with a backend.
+
+Binding semantics (see THEORY A2, A3 and DESIGN "Randomness"):
+
+- the Brownian increment of particle i on fine noise step n of replica r is
+  a pure function of (seed, r, n, i): ``full`` and ``rbm1`` with one seed
+  are synchronously coupled, and runs at different ``dt`` that are whole
+  multiples of one ``noise_dt`` share one Brownian path (the increment over
+  a coarse step is the sum of the fine ones);
+- the RBM-1 permutation of reshuffle m is a pure function of (seed, r, m),
+  from a stream independent of the noise;
+- results do not depend on the number of threads.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from particles import integrators
+from particles._validate import check_choice, check_finite_scalar, check_int, check_seed, check_state
+from particles.systems import System
+
+__all__ = ["solve", "drift", "Trajectory", "DEFAULT_MAX_BYTES"]
+
+DEFAULT_MAX_BYTES = 2 * 1024**3
+BACKENDS = ("cpu", "reference", "cuda")
+_RTOL_GRID = 1e-9
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything a backend needs besides the system and the arrays."""
+
+    method: str
+    nsteps: int
+    save_every: int
+    tau_steps: int
+    nfine: int
+    dt: float
+    noise_dt: float
+    scale: float  # sigma_N * sqrt(noise_dt): multiplies each standard normal
+    coupling: float
+    batch_size: int
+    seed: int
+    sphere: bool
+    A: np.ndarray
+    B: np.ndarray
+
+
+@dataclass(frozen=True)
+class Trajectory:
+    """Result of :func:`solve`.
+
+    Attributes
+    ----------
+    t : ndarray, shape (K,)
+        Save times.
+    x : ndarray, shape (K, N, d), or (K, R, N, d) for an ensemble input
+        States at the save times.
+    method : Method
+        The integrator's declaration (orders, batch exponent).
+    metadata : dict
+        seed, method, scheme, backend, dt, noise_dt, tau, batch_size,
+        save_every, system name and parameters, package versions.
+    """
+
+    t: np.ndarray
+    x: np.ndarray
+    method: integrators.Method
+    metadata: dict = field(default_factory=dict)
+
+    @property
+    def final(self):
+        """The state at the last save time."""
+        return self.x[-1]
+
+
+def _versions():
+    import numba
+
+    from particles import __version__
+
+    return {"particles": __version__, "numpy": np.__version__, "numba": numba.__version__}
+
+
+def _whole_multiple(name_a, a, name_b, b):
+    ratio = a / b
+    k = round(ratio)
+    if k < 1 or abs(ratio - k) > _RTOL_GRID * max(1.0, ratio):
+        raise ValueError(f"{name_a} must be a whole multiple of {name_b}; got {name_a}={a!r}, {name_b}={b!r} "
+                         f"(ratio {ratio!r})")
+    return int(k)
+
+
+def _backend(name):
+    check_choice("backend", name, BACKENDS)
+    if name == "cpu":
+        from particles.backends import cpu
+
+        return cpu
+    if name == "reference":
+        from particles.backends import reference
+
+        return reference
+    from particles.backends import cuda  # noqa: F401  (raises a clear error when unavailable)
+
+    return cuda
+
+
+def _check_system(system):
+    if not isinstance(system, System):
+        raise TypeError(f"system must be a particles.systems.System (e.g. confined_tanh()), got {type(system).__name__}")
+
+
+def _check_batch_size(method, batch_size, n):
+    if method == "full":
+        if batch_size is not None:
+            check_int("batch_size", batch_size, low=2, high=n)
+        return n
+    if batch_size is None:
+        raise ValueError(f"batch_size is required for method={method!r} (an integer with 2 <= batch_size <= N={n})")
+    return check_int("batch_size", batch_size, low=2, high=n)
+
+
+def solve(system, x0, *, t_end, dt, method="full", batch_size=None, seed=0, backend="cpu", save_every=1,
+          noise_dt=None, scheme="euler", tau=None, max_bytes=DEFAULT_MAX_BYTES):
+    """Integrate an interacting particle system.
+
+    Parameters
+    ----------
+    system : System
+        From :mod:`particles.systems`.
+    x0 : array_like, shape (N, d) or (R, N, d)
+        Initial state; a leading axis holds R independent replicas
+        integrated in one call (replica r uses the streams of (seed, r)).
+        Integers are cast to float64.
+    t_end : float
+        Final time, a whole multiple of ``dt``.
+    dt : float
+        Integration step h > 0.
+    method : {"full", "rbm1", "rbmr"}
+        Direct O(N^2) summation, Random Batch Method without replacement
+        (T2), or with replacement.
+    batch_size : int, optional
+        p, with 2 <= p <= N; required for the random-batch methods.
+        Batches have size p or p + 1 when p does not divide N, each with the
+        weight 1/(|C| - 1) of its actual size.
+    seed : int
+        0 <= seed < 2**64. Determines the noise and the batches.
+    backend : {"cpu", "reference", "cuda"}
+    save_every : int
+        Keep every ``save_every``-th step (the final state is always kept).
+    noise_dt : float, optional
+        Finest Brownian grid (default ``dt``); ``dt`` must be a whole
+        multiple of it.
+    scheme : {"euler", "heun", "rk4"}
+        One-step scheme; Heun and RK4 require sigma = 0. On the sphere every
+        stage and every step ends with a normalisation (projected scheme).
+    tau : float, optional
+        RBM-1 reshuffle interval, a whole multiple of ``dt`` (default ``dt``:
+        h = tau). Ignored by ``full``.
+    max_bytes : int
+        Memory budget for the saved trajectory; a larger request is refused
+        before any work is done.
+
+    Returns
+    -------
+    Trajectory
+    """
+    _check_system(system)
+    method = check_choice("method", method, tuple(integrators.METHODS))
+    scheme_obj = integrators.SCHEMES[check_choice("scheme", scheme, tuple(integrators.SCHEMES))]
+    bk = _backend(backend)
+    x, ensemble = check_state("x0", x0, system=system)
+    R, N, d = x.shape
+    p = _check_batch_size(method, batch_size, N)
+    dt = check_finite_scalar("dt", dt, low=0.0, low_inclusive=False)
+    t_end = check_finite_scalar("t_end", t_end)
+    if t_end < dt:
+        raise ValueError(f"t_end must be >= dt; got t_end={t_end!r}, dt={dt!r}")
+    nsteps = _whole_multiple("t_end", t_end, "dt", dt)
+    noise_dt = dt if noise_dt is None else check_finite_scalar("noise_dt", noise_dt, low=0.0, low_inclusive=False)
+    nfine = _whole_multiple("dt", dt, "noise_dt", noise_dt)
+    tau_steps = 1 if tau is None else _whole_multiple("tau", check_finite_scalar("tau", tau, low=0.0,
+                                                                                  low_inclusive=False), "dt", dt)
+    save_every = check_int("save_every", save_every, low=1)
+    seed = check_seed(seed)
+    sigma = system.sigma_for(N)
+    if sigma > 0 and not scheme_obj.stochastic:
+        raise ValueError(f"scheme={scheme!r} is deterministic; it requires sigma = 0, but the system has "
+                         f"sigma={sigma!r} (use scheme='euler')")
+    nsave = nsteps // save_every + 1 + (1 if nsteps % save_every else 0)
+    nbytes = nsave * R * N * d * 8
+    if nbytes > max_bytes:
+        raise ValueError(f"the trajectory would need {nbytes / 2**20:.0f} MiB (> max_bytes={max_bytes}); "
+                         f"increase save_every (e.g. save_every={math.ceil(nbytes / max_bytes * save_every)}) "
+                         "or raise max_bytes")
+    A, B = _tableau(scheme_obj)
+    plan = Plan(method=method, nsteps=nsteps, save_every=save_every, tau_steps=tau_steps, nfine=nfine, dt=dt,
+                noise_dt=noise_dt, scale=sigma * math.sqrt(noise_dt), coupling=system.coupling_for(N),
+                batch_size=p, seed=seed, sphere=system.sphere, A=A, B=B)
+    if method != "full" and system.family == "kernel" and system.sphere is False:
+        pass
+    traj = np.empty((nsave, R, N, d))
+    x = x.copy()
+    bk.run(system, x, traj, plan)
+    steps = np.minimum(np.arange(nsave) * save_every, nsteps)
+    t = steps * dt
+    if not np.all(np.isfinite(traj)):
+        bad = int(np.argmax(~np.all(np.isfinite(traj.reshape(nsave, -1)), axis=1)))
+        warnings.warn(f"the state became non-finite by t={t[bad]!r} (save index {bad}); reduce dt "
+                      f"(system {system.name!r})", RuntimeWarning, stacklevel=2)
+    meta = {
+        "system": system.name, "system_info": dict(system.info), "method": method, "scheme": scheme_obj.name,
+        "backend": backend, "seed": seed, "dt": dt, "noise_dt": noise_dt, "tau": dt * tau_steps,
+        "batch_size": None if method == "full" else p, "save_every": save_every, "t_end": nsteps * dt,
+        "n_particles": N, "dim": d, "replicas": R if ensemble else None, "versions": _versions(),
+    }
+    xs = traj if ensemble else traj[:, 0]
+    return Trajectory(t=t, x=xs, method=integrators.METHODS[method], metadata=meta)
+
+
+def _tableau(scheme):
+    if scheme.name == "euler":
+        return np.zeros((1, 1)), np.array([1.0])
+    if scheme.name == "heun":
+        return np.array([[0.0, 0.0], [1.0, 0.0]]), np.array([0.5, 0.5])
+    A = np.zeros((4, 4))
+    A[1, 0] = 0.5
+    A[2, 1] = 0.5
+    A[3, 2] = 1.0
+    return A, np.array([1.0, 2.0, 2.0, 1.0]) / 6.0
+
+
+def drift(system, x, *, method="full", batch_size=None, seed=0, step=0, backend="cpu"):
+    """The drift of the system at frozen positions.
+
+    For ``method="full"``: b(x_i) + c_N/(N-1) sum_{j != i} K(x_i, x_j) (or
+    the attention force), projected on the sphere if the system lives there.
+    For ``method="rbm1"``: the same with the batch sums of the RBM-1
+    partition of reshuffle index ``step`` (the one :func:`solve` uses at that
+    reshuffle with the same seed), so that the batch-force lemma (T3) can be
+    checked directly.
+
+    Parameters
+    ----------
+    x : array_like, shape (N, d) or (R, N, d)
+
+    Returns
+    -------
+    ndarray, same shape as ``x``
+    """
+    _check_system(system)
+    method = check_choice("method", method, ("full", "rbm1"))
+    bk = _backend(backend)
+    xa, ensemble = check_state("x", x, system=system)
+    R, N, d = xa.shape
+    p = _check_batch_size(method, batch_size, N)
+    seed = check_seed(seed)
+    step = check_int("step", step, low=0)
+    out = np.empty_like(xa)
+    bk.drift(system, xa, out, method=method, batch_size=p, seed=seed, step=step, coupling=system.coupling_for(N))
+    return out if ensemble else out[0]

@@ -1,0 +1,1 @@
+"""Studies that check the theory with numbers (grown in later issues)."""
