@@ -195,8 +195,9 @@ def stage_particle(x, xs, K, A, s, dt, r, i, sphere):
         for q in range(s):
             acc += A[s, q] * K[q, r, i, c]
         xs[r, i, c] = x[r, i, c] + dt * acc
-    if sphere:
-        normalise(xs[r, i])
+    # No normalisation of stage states: the projected field extends smoothly off
+    # the sphere and its flow preserves |x|, so plain RK stages keep the order;
+    # only the end of the step is normalised.
 
 
 def advance_particle(x, K, B, dt, r, i, scale, knoise, fine0, nfine, sphere, dw):

@@ -113,8 +113,6 @@ def _rk_stages(system, X, A, dt, force):
     stages = []
     for s in range(len(A)):
         Xs = X + dt * sum(A[s][q] * stages[q] for q in range(s)) if s else X
-        if s and system.sphere:
-            Xs = _normalise(Xs)
         stages.append(force(Xs))
     return stages
 

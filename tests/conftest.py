@@ -1,0 +1,35 @@
+"""Shared fixtures: one suite, parameterised over every available backend."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, settings
+
+# Hypothesis profiles: JIT-compiled targets have no meaningful deadline.
+settings.register_profile("dev", deadline=None, max_examples=25)
+settings.register_profile(
+    "ci", deadline=None, max_examples=25, derandomize=True, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.register_profile("nightly", deadline=None, max_examples=500)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
+
+BACKENDS = ["reference", "cpu"]
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
+def backend(request):
+    """Name of a backend; session scope keeps compilation to once per run."""
+    return request.param
+
+
+@pytest.fixture(scope="session")
+def rng_state():
+    return np.random.default_rng(20261123)
+
+
+def sphere_points(n, d, seed):
+    z = np.random.default_rng(seed).standard_normal((n, d))
+    return z / np.linalg.norm(z, axis=1, keepdims=True)
