@@ -89,6 +89,8 @@ def _versions():
 
 def _whole_multiple(name_a, a, name_b, b):
     ratio = a / b
+    if not math.isfinite(ratio):
+        raise ValueError(f"{name_a}/{name_b} must be finite; got {name_a}={a!r}, {name_b}={b!r} (ratio {ratio!r})")
     k = round(ratio)
     if k < 1 or abs(ratio - k) > _RTOL_GRID * max(1.0, ratio):
         raise ValueError(f"{name_a} must be a whole multiple of {name_b}; got {name_a}={a!r}, {name_b}={b!r} "
@@ -106,9 +108,8 @@ def _backend(name):
         from particles.backends import reference
 
         return reference
-    from particles.backends import cuda  # noqa: F401  (raises a clear error when unavailable)
-
-    return cuda
+    raise ValueError("backend='cuda' is not available in this version of the engine (it is planned); "
+                     "use backend='cpu' or backend='reference'")
 
 
 def _check_system(system):
