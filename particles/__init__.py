@@ -11,11 +11,12 @@ first use (and cached on disk for the built-in systems).
 (11, 64, 2)
 """
 
-from particles import initial, integrators, systems
+from particles import batching, initial, integrators, systems
+from particles.batching import Partition, partition
 from particles.integrators import FULL, METHODS, RBM1, RBMR
 from particles.solve import Trajectory, drift, solve
 
 __version__ = "0.1.0"
 
-__all__ = ["solve", "drift", "Trajectory", "systems", "integrators", "initial", "METHODS", "FULL", "RBM1",
-           "RBMR", "__version__"]
+__all__ = ["solve", "drift", "Trajectory", "systems", "integrators", "initial", "batching", "partition",
+           "Partition", "METHODS", "FULL", "RBM1", "RBMR", "__version__"]

@@ -175,3 +175,20 @@ def test_import_compiles_nothing():
     code = "import sys, particles, particles.systems, particles.integrators; print('numba' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_public_partition_is_the_one_solve_uses():
+    n, p = 11, 3
+    part = particles.partition(n, p, seed=5, step=2)
+    assert_array_equal(part.perm, particles.partition(n, p, seed=5, step=2, backend="reference").perm)
+    assert sorted(np.concatenate(part.batches()).tolist()) == list(range(n))
+    assert set(part.sizes.tolist()) <= {p, p + 1}
+    # the drift of a kernel system on these batches, computed by hand, equals particles.drift
+    system = systems.confined_tanh(r=1.0, L=0.4)
+    x = np.random.default_rng(0).standard_normal((n, 2))
+    expected = -1.0 * x
+    for batch in part.batches():
+        for i in batch:
+            others = [j for j in batch if j != i]
+            expected[i] += sum(-0.4 * np.tanh(x[i] - x[j]) for j in others) / (len(batch) - 1)
+    assert_allclose(particles.drift(system, x, method="rbm1", batch_size=p, seed=5, step=2), expected, rtol=1e-13)
