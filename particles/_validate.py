@@ -6,8 +6,8 @@ reading one line knows what to change.
 
 from __future__ import annotations
 
-import numbers
 import math
+import numbers
 
 import numpy as np
 
@@ -55,11 +55,15 @@ def check_seed(seed):
 
 def check_state(name, x, *, system=None, min_particles=2):
     """Validate a state of shape (N, d) or (R, N, d); return float64 (R, N, d), ensemble flag."""
-    a = np.asarray(x)
-    if a.dtype.kind not in "biuf":
+    try:
+        a = np.asarray(x)
+    except ValueError as e:  # ragged nested sequences
+        raise ValueError(f"{name} must be a rectangular array of shape (N, d) or (R, N, d): {e}") from e
+    if a.dtype.kind not in "iuf":
         raise TypeError(f"{name} must be an array of real numbers (integers are cast to float64), got dtype {a.dtype}")
     if a.ndim not in (2, 3):
-        raise ValueError(f"{name} must have shape (N, d) or (R, N, d) with a leading ensemble axis, got shape {a.shape}")
+        raise ValueError(f"{name} must have shape (N, d) or (R, N, d) with a leading ensemble axis, "
+                         f"got shape {a.shape}")
     ensemble = a.ndim == 3
     a3 = a if ensemble else a[None]
     r, n, d = a3.shape

@@ -114,7 +114,8 @@ def _backend(name):
 
 def _check_system(system):
     if not isinstance(system, System):
-        raise TypeError(f"system must be a particles.systems.System (e.g. confined_tanh()), got {type(system).__name__}")
+        raise TypeError(f"system must be a particles.systems.System (e.g. confined_tanh()), "
+                        f"got {type(system).__name__}")
 
 
 def _check_batch_size(method, batch_size, n):
@@ -163,10 +164,11 @@ def solve(system, x0, *, t_end, dt, method="full", batch_size=None, seed=0, back
         stage and every step ends with a normalisation (projected scheme).
     tau : float, optional
         RBM-1 reshuffle interval, a whole multiple of ``dt`` (default ``dt``:
-        h = tau). Ignored by ``full``.
+        h = tau). Only for ``rbm1``; an interval longer than ``t_end`` means
+        one partition for the whole run.
     max_bytes : int
-        Memory budget for the saved trajectory; a larger request is refused
-        before any work is done.
+        Memory budget in bytes for the saved trajectory; a larger request is
+        refused before any work is done, with the ``save_every`` that fits.
 
     Returns
     -------
@@ -186,26 +188,31 @@ def solve(system, x0, *, t_end, dt, method="full", batch_size=None, seed=0, back
     nsteps = _whole_multiple("t_end", t_end, "dt", dt)
     noise_dt = dt if noise_dt is None else check_finite_scalar("noise_dt", noise_dt, low=0.0, low_inclusive=False)
     nfine = _whole_multiple("dt", dt, "noise_dt", noise_dt)
+    if tau is not None and method != "rbm1":
+        raise ValueError(f"tau (the reshuffle interval) applies to method='rbm1' only; got tau={tau!r} with "
+                         f"method={method!r}")
     tau_steps = 1 if tau is None else _whole_multiple("tau", check_finite_scalar("tau", tau, low=0.0,
                                                                                   low_inclusive=False), "dt", dt)
+    tau_steps = min(tau_steps, nsteps)  # a longer interval means the same thing: one partition for the run
     save_every = check_int("save_every", save_every, low=1)
     seed = check_seed(seed)
     sigma = system.sigma_for(N)
     if sigma > 0 and not scheme_obj.stochastic:
         raise ValueError(f"scheme={scheme!r} is deterministic; it requires sigma = 0, but the system has "
                          f"sigma={sigma!r} (use scheme='euler')")
-    nsave = nsteps // save_every + 1 + (1 if nsteps % save_every else 0)
-    nbytes = nsave * R * N * d * 8
-    if nbytes > max_bytes:
-        raise ValueError(f"the trajectory would need {nbytes / 2**20:.0f} MiB (> max_bytes={max_bytes}); "
-                         f"increase save_every (e.g. save_every={math.ceil(nbytes / max_bytes * save_every)}) "
-                         "or raise max_bytes")
+    max_bytes = check_int("max_bytes", max_bytes, low=1)
+    nsave = _num_saves(nsteps, save_every)
+    state_bytes = R * N * d * 8
+    if nsave * state_bytes > max_bytes:
+        fits = max_bytes // state_bytes  # whole states that fit in the budget
+        hint = (f"increase save_every to at least {math.ceil(nsteps / (fits - 1))}" if fits >= 2 else
+                f"even the initial and final states need {2 * state_bytes} bytes")
+        raise ValueError(f"the trajectory would need {nsave * state_bytes} bytes ({nsave} saved states), more than "
+                         f"max_bytes={max_bytes}; {hint}, or raise max_bytes")
     A, B = _tableau(scheme_obj)
     plan = Plan(method=method, nsteps=nsteps, save_every=save_every, tau_steps=tau_steps, nfine=nfine, dt=dt,
                 noise_dt=noise_dt, scale=sigma * math.sqrt(noise_dt), coupling=system.coupling_for(N),
                 batch_size=p, seed=seed, sphere=system.sphere, A=A, B=B)
-    if method != "full" and system.family == "kernel" and system.sphere is False:
-        pass
     traj = np.empty((nsave, R, N, d))
     x = x.copy()
     bk.run(system, x, traj, plan)
@@ -223,6 +230,11 @@ def solve(system, x0, *, t_end, dt, method="full", batch_size=None, seed=0, back
     }
     xs = traj if ensemble else traj[:, 0]
     return Trajectory(t=t, x=xs, method=integrators.METHODS[method], metadata=meta)
+
+
+def _num_saves(nsteps, save_every):
+    """Saved states: t = 0, every save_every steps, and the final step."""
+    return nsteps // save_every + 1 + (1 if nsteps % save_every else 0)
 
 
 def _tableau(scheme):

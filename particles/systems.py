@@ -19,13 +19,14 @@ kernel.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 from particles import _kernels
-from particles._validate import check_finite_scalar, check_choice
+from particles._validate import check_choice, check_finite_scalar
 
 __all__ = ["System", "confined_tanh", "dyson", "attention", "custom"]
 

@@ -131,7 +131,8 @@ def run(system, x, traj, plan):
         for n in range(plan.nsteps):
             if plan.method == "rbm1" and n % plan.tau_steps == 0:
                 perm = permutation(plan.seed, r, n // plan.tau_steps, N)
-            stages = _rk_stages(system, X, plan.A, plan.dt, lambda Y: _force(system, Y, perm, p, plan.coupling))
+            stages = _rk_stages(system, X, plan.A, plan.dt,
+                                lambda Y, perm=perm, p=p: _force(system, Y, perm, p, plan.coupling))
             dW = np.zeros_like(X)
             if plan.scale:
                 for q in range(plan.nfine):
