@@ -1,0 +1,136 @@
+"""Argument checks for the attention estimators.
+
+Every error names the offending argument and the constraint it broke. Arrays
+are returned as C-contiguous float64 copies (or views when already so):
+all estimators compute in float64 and return float64, whatever the input
+precision (float16/float32/integer inputs are upcast; complex, boolean and
+object arrays are rejected with a TypeError).
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+import numpy as np
+
+__all__ = [
+    "as_matrix",
+    "check_qkv",
+    "check_int",
+    "check_real",
+    "check_bool",
+    "check_choice",
+    "as_generator",
+    "seed_from",
+]
+
+
+def as_matrix(name, x, *, ndim=2, min_rows=1, cols=None, allow_neg_inf=False):
+    """``x`` as a finite float64 C-contiguous array with ``ndim`` axes."""
+    if isinstance(x, np.random.Generator):
+        raise TypeError(f"{name} must be an array, got a numpy Generator (arguments in the wrong order?)")
+    try:
+        a = np.asarray(x)
+    except ValueError as e:  # ragged nested sequences
+        raise ValueError(f"{name} must be a rectangular array: {e}") from e
+    if a.dtype.kind not in "iuf":
+        raise TypeError(f"{name} must be an array of real numbers (int or float), got dtype {a.dtype}")
+    if a.ndim != ndim:
+        shape = {1: "(n,)", 2: "(n, d)"}.get(ndim, f"{ndim} axes")
+        raise ValueError(f"{name} must have shape {shape}, got an array with shape {a.shape}")
+    if ndim >= 1 and a.shape[0] < min_rows:
+        raise ValueError(f"{name} must have at least {min_rows} row(s), got shape {a.shape}")
+    if ndim == 2 and a.shape[1] < 1:
+        raise ValueError(f"{name} must have at least one column, got shape {a.shape}")
+    if cols is not None and a.shape[-1] != cols[1]:
+        raise ValueError(f"{name} has {a.shape[-1]} columns but {cols[0]} requires {cols[1]} (got shape {a.shape})")
+    a = np.ascontiguousarray(a, dtype=np.float64)
+    if allow_neg_inf:
+        bad = np.isnan(a) | (a == np.inf)
+        if np.any(bad):
+            raise ValueError(f"{name} must not contain NaN or +inf (-inf, a zero weight, is allowed)")
+    elif not np.all(np.isfinite(a)):
+        raise ValueError(f"{name} must contain only finite values")
+    return a
+
+
+def check_qkv(q, k, v, *, self_attention=False):
+    """Validate queries (N, d), keys (M, d), values (M, dv); return float64 copies."""
+    q = as_matrix("q", q)
+    k = as_matrix("k", k)
+    v = as_matrix("v", v)
+    if k.shape[1] != q.shape[1]:
+        raise ValueError(
+            f"k must have the same dimension d as q: q has shape {q.shape} (d={q.shape[1]}), "
+            f"k has shape {k.shape} (d={k.shape[1]})"
+        )
+    if v.shape[0] != k.shape[0]:
+        raise ValueError(
+            f"v must have one row per key: k has shape {k.shape} (M={k.shape[0]}), v has shape {v.shape}"
+        )
+    if self_attention and k.shape[0] != q.shape[0]:
+        raise ValueError(
+            "k must have as many rows as q (N == M): random batch attention partitions tokens, "
+            f"each token being a query and a key; got q with shape {q.shape} and k with shape {k.shape}"
+        )
+    return q, k, v
+
+
+def check_int(name, value, *, low=None, high=None, high_doc=None):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (numbers.Integral, np.integer)):
+        raise TypeError(f"{name} must be an integer, got {type(value).__name__}")
+    v = int(value)
+    if low is not None and v < low:
+        raise ValueError(f"{name} must be >= {low}, got {v}")
+    if high is not None and v > high:
+        raise ValueError(f"{name} must be <= {high_doc or high}, got {v}")
+    return v
+
+
+def check_real(name, value, *, low=None):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (numbers.Real, np.floating, np.integer)):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    v = float(value)
+    if not math.isfinite(v):
+        raise ValueError(f"{name} must be finite, got {value!r}")
+    if low is not None and v < low:
+        raise ValueError(f"{name} must be >= {low}, got {value!r}")
+    return v
+
+
+def check_bool(name, value):
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {type(value).__name__}")
+    return bool(value)
+
+
+def check_choice(name, value, choices):
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}; got {value!r}")
+    return value
+
+
+def _check_seed(seed):
+    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (numbers.Integral, np.integer)):
+        raise TypeError(
+            f"rng must be a non-negative int seed or a numpy.random.Generator, got {type(seed).__name__}"
+        )
+    s = int(seed)
+    if not 0 <= s < 2**64:
+        raise ValueError(f"rng, as an int seed, must satisfy 0 <= rng < 2**64, got {s}")
+    return s
+
+
+def as_generator(rng):
+    """A numpy Generator from ``rng`` (an int seed or a Generator, used as is)."""
+    if isinstance(rng, np.random.Generator):
+        return rng
+    return np.random.default_rng(_check_seed(rng))
+
+
+def seed_from(rng):
+    """An integer seed: ``rng`` itself when an int, else ``rng.integers(2**63)`` (advances it)."""
+    if isinstance(rng, np.random.Generator):
+        return int(rng.integers(2**63))
+    return _check_seed(rng)

@@ -1,0 +1,511 @@
+r"""Numeric bounds and exact predictions for the attention estimators (plain NumPy).
+
+Every function evaluates a formula of THEORY.md whose derivation lives in
+:mod:`attention_theory.symbolic`; the tests check that the two agree on random
+inputs. Nothing here imports sympy.
+
+=============================  =======  ===========================================================
+function                       label    what it returns
+=============================  =======  ===========================================================
+:func:`rff_positive_variance`  T9       per-sample variance of the positive random-feature product
+:func:`rff_trig_variance`      T10      per-sample variance of the trigonometric feature product
+:func:`weight_second_moment`   T16      E_{N(mu, I)}[(p_n/q)^2], in log space
+:func:`effective_sample_size`  T16      S / E_q[(p_n/q)^2]
+:func:`rfa_bias_variance`      T15      first-order bias and variance of RFA (Monte Carlo moments)
+:func:`batch_variance_factor`  T3       E|chi_i|^2 / Lambda_i for the RBM-1 partition
+:func:`rba_exact_bias`         T18      exact E[RBA] - Attn by enumerating all permutations
+=============================  =======  ===========================================================
+
+Conventions: queries ``q`` of shape (N, d), keys ``k`` of shape (M, d), values
+``v`` of shape (M,) or (M, d_v); the 1/sqrt(d) scale is folded into q and k
+(T7). Errors name the argument at fault.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import numbers
+from dataclasses import dataclass
+
+import numpy as np
+
+from particles.batching import batch_bounds
+from particles.integrators import batch_variance_factor
+
+__all__ = [
+    "RFABiasVariance",
+    "batch_variance_factor",
+    "effective_sample_size",
+    "rba_exact_bias",
+    "rfa_bias_variance",
+    "rff_positive_variance",
+    "rff_trig_variance",
+    "weight_second_moment",
+]
+
+#: Largest N accepted by :func:`rba_exact_bias` (it enumerates N! permutations).
+RBA_EXACT_MAX_TOKENS = 8
+
+# Chunks keep temporary arrays near this many float64 elements.
+_CHUNK_ELEMENTS = 1 << 22
+
+
+# --- validation --------------------------------------------------------------------------------------------
+
+
+def _array(name, a, ndims, shape_text=None):
+    """``a`` as a finite float64 array whose number of dimensions is in ``ndims``."""
+    try:
+        arr = np.asarray(a)
+    except ValueError as e:  # ragged nested sequences
+        raise ValueError(f"{name} must be a rectangular array: {e}") from e
+    if arr.dtype.kind not in "biuf":
+        raise TypeError(f"{name} must be an array of real numbers, got dtype {arr.dtype}")
+    if arr.ndim not in ndims:
+        want = shape_text or " or ".join(f"{n}-d" for n in ndims)
+        raise ValueError(f"{name} must be {want}, got shape {arr.shape}")
+    arr = np.asarray(arr, dtype=np.float64)
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"{name} must contain only finite values")
+    return arr
+
+
+def _vectors(name, a):
+    """Points of shape (..., d), d >= 1."""
+    arr = _array(name, a, ndims=range(1, 33), shape_text="an array of points of shape (..., d)")
+    if arr.shape[-1] < 1:
+        raise ValueError(f"{name} must have at least one coordinate (last axis), got shape {arr.shape}")
+    return arr
+
+
+def _pair(x, y, xname="x", yname="y"):
+    x = _vectors(xname, x)
+    y = _vectors(yname, y)
+    if x.shape[-1] != y.shape[-1]:
+        raise ValueError(f"{xname} and {yname} must have the same dimension d (last axis), got {x.shape} and {y.shape}")
+    try:
+        np.broadcast_shapes(x.shape, y.shape)
+    except ValueError as e:
+        raise ValueError(f"{xname} {x.shape} and {yname} {y.shape} do not broadcast") from e
+    return x, y
+
+
+def _positive_int(name, value, low=1):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (numbers.Integral, np.integer)):
+        raise TypeError(f"{name} must be an integer, got {type(value).__name__}")
+    if value < low:
+        raise ValueError(f"{name} must be >= {low}, got {value}")
+    return int(value)
+
+
+def _qkv(q, k, v, *, same_tokens=False):
+    q = _array("q", q, ndims=(2,))
+    k = _array("k", k, ndims=(2,))
+    v_arr = _array("v", v, ndims=(1, 2))
+    if q.shape[0] < 1 or q.shape[1] < 1:
+        raise ValueError(f"q must have shape (N, d) with N, d >= 1, got {q.shape}")
+    if k.shape[0] < 1:
+        raise ValueError(f"k must have shape (M, d) with M >= 1, got {k.shape}")
+    if k.shape[1] != q.shape[1]:
+        raise ValueError(f"k must have the dimension d = {q.shape[1]} of q (axis 1), got shape {k.shape}")
+    if v_arr.shape[0] != k.shape[0]:
+        raise ValueError(f"v must have one row per key (M = {k.shape[0]}), got shape {v_arr.shape}")
+    if same_tokens and k.shape[0] != q.shape[0]:
+        raise ValueError(f"k must have one row per token (N = {q.shape[0]}), got shape {k.shape}")
+    vector_valued = v_arr.ndim == 2
+    return q, k, (v_arr if vector_valued else v_arr[:, None]), vector_valued
+
+
+def _as_generator(rng):
+    if isinstance(rng, np.random.Generator):
+        return rng
+    if isinstance(rng, np.random.SeedSequence):
+        return np.random.default_rng(rng)
+    if isinstance(rng, (numbers.Integral, np.integer)) and not isinstance(rng, (bool, np.bool_)):
+        if rng < 0:
+            raise ValueError(f"rng must be a non-negative integer seed, a SeedSequence or a Generator, got {rng}")
+        return np.random.default_rng(int(rng))
+    raise TypeError(f"rng must be a numpy Generator, a SeedSequence or an integer seed, got {type(rng).__name__}")
+
+
+def _logsumexp(a, axis):
+    m = np.max(a, axis=axis, keepdims=True)
+    m = np.where(np.isfinite(m), m, 0.0)
+    with np.errstate(divide="ignore"):
+        out = np.log(np.sum(np.exp(a - m), axis=axis, keepdims=True)) + m
+    return np.squeeze(out, axis=axis)
+
+
+def _log_softmax(logits):
+    """log softmax over the last axis."""
+    return logits - _logsumexp(logits, axis=-1)[..., None]
+
+
+def _dot(a, b):
+    return np.einsum("...i,...i->...", a, b)
+
+
+# --- T9, T10: random features -------------------------------------------------------------------------------
+
+
+def rff_positive_variance(x, y, *, log=False):
+    r"""Per-sample variance of the positive random-feature estimate of exp(x.y) (T9).
+
+    .. math:: \operatorname{Var}_w[\xi(x,w)\xi(y,w)] = e^{2x\cdot y}\,(e^{|x+y|^2} - 1),
+              \qquad \xi(x, w) = e^{w\cdot x - |x|^2/2},\ w \sim N(0, I).
+
+    Parameters
+    ----------
+    x, y : array_like, shape (..., d)
+        Broadcast against each other.
+    log : bool
+        Return the natural logarithm of the variance (finite where the variance
+        itself would overflow; ``-inf`` where it is 0, i.e. x = -y).
+
+    Returns
+    -------
+    ndarray, shape (...)
+        The variance of one sample; S independent features divide it by S.
+    """
+    x, y = _pair(x, y)
+    xy = _dot(x, y)
+    s = _dot(x + y, x + y)
+    with np.errstate(divide="ignore", over="ignore"):
+        log_expm1 = np.where(s > 1.0, s + np.log1p(-np.exp(-s)), np.log(np.expm1(s)))
+    out = 2.0 * xy + log_expm1
+    if log:
+        return out
+    with np.errstate(over="ignore"):
+        return np.exp(out)
+
+
+def rff_trig_variance(x, y, *, log=False):
+    r"""Per-sample variance of the trigonometric random-feature estimate of exp(x.y) (T10).
+
+    With :math:`\phi(x,w) = e^{|x|^2/2}[\cos w\cdot x, \sin w\cdot x]`, the product
+    :math:`\phi(x,w)\cdot\phi(y,w) = e^{(|x|^2+|y|^2)/2}\cos(w\cdot(x-y))` is unbiased
+    for :math:`e^{x\cdot y}` with variance
+
+    .. math:: \tfrac12\, e^{|x+y|^2} e^{-2x\cdot y} \left(1 - e^{-|x-y|^2}\right)^2.
+
+    Parameters
+    ----------
+    x, y : array_like, shape (..., d)
+    log : bool
+        Return the logarithm (``-inf`` where x = y).
+
+    Returns
+    -------
+    ndarray, shape (...)
+    """
+    x, y = _pair(x, y)
+    u = _dot(x - y, x - y)
+    with np.errstate(divide="ignore"):
+        out = math.log(0.5) + _dot(x, x) + _dot(y, y) + 2.0 * np.log(-np.expm1(-u))
+    if log:
+        return out
+    with np.errstate(over="ignore"):
+        return np.exp(out)
+
+
+# --- T16: weight second moment ------------------------------------------------------------------------------
+
+
+def _second_moment_inputs(q_n, k, mu):
+    q_arr = _array("q_n", q_n, ndims=(1, 2))
+    single = q_arr.ndim == 1
+    q2 = q_arr[None] if single else q_arr
+    d = q2.shape[1]
+    k = _array("k", k, ndims=(2,))
+    if k.shape[1] != d or k.shape[0] < 1:
+        raise ValueError(f"k must have shape (M, {d}) with M >= 1 (the dimension of q_n), got {k.shape}")
+    mu_arr = _array("mu", mu, ndims=(1,) if single else (1, 2))
+    if mu_arr.shape[-1] != d or (mu_arr.ndim == 2 and mu_arr.shape[0] != q2.shape[0]):
+        allowed = f"({d},)" if single else f"({d},) or ({q2.shape[0]}, {d}) (one per query)"
+        raise ValueError(f"mu must have shape {allowed}, got {mu_arr.shape}")
+    mu2 = np.broadcast_to(mu_arr, q2.shape)
+    return q2, k, mu2, single
+
+
+def _log_weight_second_moment(q2, k, mu2):
+    """log E_{N(mu,I)}[(p_n/q)^2] for each row of q2 (N, d), with mu2 (N, d)."""
+    n, m = q2.shape[0], k.shape[0]
+    log_pi = _log_softmax(q2 @ k.T)  # (N, M)
+    c = q2 - mu2  # (q + k_m - mu).(q + k_m' - mu) = |c|^2 + c.k_m + c.k_m' + k_m.k_m'
+    kk = k @ k.T
+    lu = log_pi + c @ k.T  # (N, M)
+    out = np.empty(n)
+    chunk = max(1, _CHUNK_ELEMENTS // (m * m))
+    for a in range(0, n, chunk):
+        b = min(n, a + chunk)
+        t = lu[a:b, :, None] + lu[a:b, None, :] + kk[None]
+        out[a:b] = _logsumexp(t.reshape(b - a, m * m), axis=1)
+    return out + _dot(c, c)
+
+
+def weight_second_moment(q_n, k, mu, *, log=False):
+    r"""Second moment of the importance weight p_n/q under q = N(mu, I) (T16).
+
+    .. math:: E_{N(\mu,I)}\left[(p_n/q)^2\right] = \sum_{m,m'} \pi_{nm}\pi_{nm'}
+              \exp\left((q_n + k_m - \mu)\cdot(q_n + k_{m'} - \mu)\right)
+
+    with :math:`p_n(w) = \sum_m \pi_{nm} N(w; q_n + k_m, I)` (T12). The sum is
+    evaluated by log-sum-exp over (m, m'), so logits q.k of several hundred do
+    not overflow; the value itself can (use ``log=True``). It is at least 1
+    (the weights have mean 1); the effective sample size is S divided by it.
+
+    Parameters
+    ----------
+    q_n : array_like, shape (d,) or (N, d)
+        One query or several.
+    k : array_like, shape (M, d)
+    mu : array_like, shape (d,) or (N, d)
+        Proposal mean, shared or one per query.
+    log : bool
+        Return the logarithm.
+
+    Returns
+    -------
+    float or ndarray, shape (N,)
+    """
+    q2, k, mu2, single = _second_moment_inputs(q_n, k, mu)
+    out = _log_weight_second_moment(q2, k, mu2)
+    if not log:
+        with np.errstate(over="ignore"):
+            out = np.exp(out)
+    return float(out[0]) if single else out
+
+
+def effective_sample_size(q_n, k, mu, num_samples):
+    r"""Effective sample size S / E_{N(mu,I)}[(p_n/q)^2] of importance sampling from N(mu, I) (T16).
+
+    Parameters
+    ----------
+    q_n : array_like, shape (d,) or (N, d)
+    k : array_like, shape (M, d)
+    mu : array_like, shape (d,) or (N, d)
+    num_samples : int
+        S >= 1.
+
+    Returns
+    -------
+    float or ndarray, shape (N,)
+        Between 0 and S; S exactly when the proposal is the target.
+    """
+    s = _positive_int("num_samples", num_samples)
+    log_m2 = weight_second_moment(q_n, k, mu, log=True)
+    return s * np.exp(-log_m2) if not np.isscalar(log_m2) else float(s * math.exp(-log_m2))
+
+
+# --- T15: RFA bias and variance -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RFABiasVariance:
+    """First-order bias and variance of random feature attention (T15), per query and output coordinate.
+
+    Attributes
+    ----------
+    bias, variance : ndarray, shape (N, d_v) (or (N,) for scalar values)
+        -(1/S) E_q[wbar^2 (f - Attn)] and (1/S) E_q[wbar^2 (f - Attn)^2].
+    bias_se, variance_se : ndarray, same shape
+        Monte Carlo standard errors of ``bias`` and ``variance``.
+    attention : ndarray, same shape
+        Exact softmax attention (T7).
+    weight_second_moment : ndarray, shape (N,)
+        E_q[wbar^2] (T16 with mu = 0); the effective sample size is S divided by it.
+    num_features : int
+    n_mc : int
+    """
+
+    bias: np.ndarray
+    variance: np.ndarray
+    bias_se: np.ndarray
+    variance_se: np.ndarray
+    attention: np.ndarray
+    weight_second_moment: np.ndarray
+    num_features: int
+    n_mc: int
+
+
+def rfa_bias_variance(q, k, v, num_features, *, rng, n_mc=4096):
+    r"""Predicted first-order bias and variance of RFA with S = ``num_features`` samples (T15).
+
+    RFA with positive features and w_s ~ N(0, I) is self-normalised importance
+    sampling of :math:`Attn_n = E_{p_n}[f]` (T14) with proposal q = N(0, I) and
+    normalised weights :math:`\bar w = p_n/q`. To first order in 1/S,
+
+    .. math:: \mathrm{bias} = -\tfrac1S E_q[\bar w^2 (f - Attn_n)],\qquad
+              \mathrm{Var} = \tfrac1S E_q[\bar w^2 (f - Attn_n)^2]
+
+    per output coordinate; the remainders are O(S^-2), so the prediction is
+    good only where the weight second moment E_q[wbar^2] (T16, returned) is
+    moderate compared with S.
+
+    The expectations have no closed form; they are estimated by Monte Carlo
+    from the target itself, using :math:`E_q[\bar w^2 g] = E_{p_n}[\bar w g]`:
+    ``n_mc`` draws w ~ p_n per query (ancestral sampling from the Gaussian
+    mixture T12: m ~ Categorical(pi_n), w = q_n + k_m + eps), with
+
+    .. math:: \log \bar w(w) = \operatorname{logsumexp}_m\left(\log\pi_{nm}
+              + w\cdot(q_n+k_m) - |q_n+k_m|^2/2\right).
+
+    Sampling from p_n rather than from q puts the draws where wbar is large,
+    and every moment of wbar under p_n is finite (Gaussian tails), so the
+    standard errors (sample standard deviation / sqrt(n_mc), divided by S) are
+    reliable.
+
+    Parameters
+    ----------
+    q : array_like, shape (N, d)
+    k : array_like, shape (M, d)
+    v : array_like, shape (M,) or (M, d_v)
+    num_features : int
+        S >= 1, the number of random features.
+    rng : numpy.random.Generator, SeedSequence or int
+        Source of the Monte Carlo draws (no global state).
+    n_mc : int
+        Draws per query, >= 2.
+
+    Returns
+    -------
+    RFABiasVariance
+    """
+    q, k, v2, vector_valued = _qkv(q, k, v)
+    s = _positive_int("num_features", num_features)
+    n_mc = _positive_int("n_mc", n_mc, low=2)
+    gen = _as_generator(rng)
+    n, d = q.shape
+    m = k.shape[0]
+    log_pi = _log_softmax(q @ k.T)  # (N, M)
+    attn = np.exp(log_pi) @ v2  # (N, d_v)
+    k_sq = 0.5 * _dot(k, k)
+    g_mean = np.empty_like(attn)
+    g_se = np.empty_like(attn)
+    h_mean = np.empty_like(attn)
+    h_se = np.empty_like(attn)
+    chunk = max(1, _CHUNK_ELEMENTS // (n_mc * max(m, d, v2.shape[1])))
+    for a in range(0, n, chunk):
+        b = min(n, a + chunk)
+        cum = np.cumsum(np.exp(log_pi[a:b]), axis=1)
+        cum[:, -1] = 1.0
+        u = gen.random((b - a, n_mc))
+        comp = np.minimum((u[:, :, None] > cum[:, None, :]).sum(axis=2), m - 1)  # (n_c, n_mc)
+        centres = q[a:b, None, :] + k[None, :, :]  # (n_c, M, d)
+        w = np.take_along_axis(centres, comp[:, :, None], axis=1) + gen.standard_normal((b - a, n_mc, d))
+        log_wbar = _logsumexp(
+            log_pi[a:b, None, :]
+            + np.einsum("cnd,cmd->cnm", w, centres)
+            - 0.5 * _dot(centres, centres)[:, None, :],
+            axis=2,
+        )  # (n_c, n_mc)
+        f = np.exp(_log_softmax(w @ k.T - k_sq)) @ v2  # (n_c, n_mc, d_v)
+        diff = f - attn[a:b, None, :]
+        wbar = np.exp(log_wbar)[:, :, None]
+        g = wbar * diff
+        h = wbar * diff**2
+        g_mean[a:b] = g.mean(axis=1)
+        g_se[a:b] = g.std(axis=1, ddof=1) / math.sqrt(n_mc)
+        h_mean[a:b] = h.mean(axis=1)
+        h_se[a:b] = h.std(axis=1, ddof=1) / math.sqrt(n_mc)
+    m2 = weight_second_moment(q, k, np.zeros(d))
+
+    def shape(a):
+        return a if vector_valued else a[:, 0]
+
+    return RFABiasVariance(
+        bias=shape(-g_mean / s),
+        variance=shape(h_mean / s),
+        bias_se=shape(g_se / s),
+        variance_se=shape(h_se / s),
+        attention=shape(attn),
+        weight_second_moment=m2,
+        num_features=s,
+        n_mc=n_mc,
+    )
+
+
+# --- T18: exact bias of random batch attention --------------------------------------------------------------
+
+
+def rba_exact_bias(q, k, v, batch_size, include_self=True):
+    r"""Exact bias E[RBA] - Attn of random batch attention, by enumerating all N! permutations (T18).
+
+    RBA (THEORY B5) draws a uniform random permutation of the N tokens, cuts it
+    into ``N // p`` contiguous batches of sizes p or p + 1 (the RBM-1
+    partition of T2, :func:`particles.batching.batch_bounds`) and runs softmax
+    attention inside each batch:
+
+    .. math:: RBA_i = \sum_{j\in C(i)} \operatorname{softmax}_{j\in C(i)}(q_i\cdot k_j)\, v_j.
+
+    The expectation over the permutation is computed exactly by averaging over
+    all N! permutations (grouping the permutations that give token i the same
+    batch, each group weighted by its count / N!), and compared with exact attention over all tokens
+    under the same convention (with ``include_self=False`` token i is left out
+    of its own softmax and of the exact attention's), so that p = N, and any p
+    with ``N // p == 1``, gives a bias of exactly zero. The batch softmax is a
+    ratio estimator, hence biased for p < N.
+
+    Parameters
+    ----------
+    q, k : array_like, shape (N, d)
+        Queries and keys of the same N tokens, N <= 8.
+    v : array_like, shape (N,) or (N, d_v)
+    batch_size : int
+        p, with 2 <= p <= N.
+    include_self : bool
+        Whether token i attends to itself.
+
+    Returns
+    -------
+    ndarray, shape (N, d_v) (or (N,) for scalar values)
+
+    Raises
+    ------
+    ValueError
+        If N > 8 (the enumeration would take N! steps), among other input errors.
+    """
+    q, k, v2, vector_valued = _qkv(q, k, v, same_tokens=True)
+    n = q.shape[0]
+    if n > RBA_EXACT_MAX_TOKENS:
+        raise ValueError(
+            f"q has N = {n} tokens; rba_exact_bias enumerates all N! permutations and accepts "
+            f"N <= {RBA_EXACT_MAX_TOKENS}"
+        )
+    if n < 2:
+        raise ValueError(f"q must hold at least 2 tokens, got shape {q.shape}")
+    p = _positive_int("batch_size", batch_size, low=2)
+    if p > n:
+        raise ValueError(f"batch_size must be <= N = {n}, got {p}")
+    if not isinstance(include_self, (bool, np.bool_)):
+        raise TypeError(f"include_self must be a bool, got {type(include_self).__name__}")
+    scores = q @ k.T  # (N, N)
+    perms = np.array(list(itertools.permutations(range(n))), dtype=np.int64)  # (P, N)
+    bounds = batch_bounds(n, p)
+    batch_of_pos = np.repeat(np.arange(bounds.size - 1), np.diff(bounds))
+    batch_of_token = np.empty_like(perms)
+    np.put_along_axis(batch_of_token, perms, np.broadcast_to(batch_of_pos, perms.shape), axis=1)
+    # token i's batch in each permutation, as a bit mask; identical masks are grouped with their counts
+    bits = np.int64(1) << np.arange(n, dtype=np.int64)
+    eye = np.eye(n, dtype=bool)
+
+    def masked_attention(i, masks):
+        """Softmax attention of query i over each row of masks (n_masks, N)."""
+        logits = np.where(masks, scores[i], -np.inf)
+        mx = logits.max(axis=-1, keepdims=True)
+        wts = np.where(masks, np.exp(logits - mx), 0.0)
+        return (wts @ v2) / wts.sum(axis=-1, keepdims=True)
+
+    bias = np.empty((n, v2.shape[1]))
+    for i in range(n):
+        same = batch_of_token == batch_of_token[:, i : i + 1]  # (P, N)
+        codes, counts = np.unique(same.astype(np.int64) @ bits, return_counts=True)
+        masks = (codes[:, None] & bits[None, :]) != 0
+        full = np.ones((1, n), dtype=bool)
+        if not include_self:
+            masks &= ~eye[i]
+            full &= ~eye[i]
+        expected = (counts / perms.shape[0]) @ masked_attention(i, masks)
+        bias[i] = expected - masked_attention(i, full)[0]
+    return bias if vector_valued else bias[:, 0]
