@@ -1,0 +1,178 @@
+"""Studies: a parameter grid x replicates, a measurement, and a verdict rule.
+
+A :class:`Study` is a named, versioned object. Its *cells* are the pairs
+(parameters, replicate index); each cell is measured independently by
+:meth:`Study.measure` from a seed derived from the cell itself (never from
+the worker that runs it), so a study gives the same results on one core,
+on two processes or on a Dask cluster, and an interrupted run can resume
+cell by cell. :meth:`Study.verdicts` turns the stored results into
+:class:`Verdict` objects: prediction, measurement, interval, pass/fail.
+
+Concrete studies live in :mod:`validation.studies` and register themselves
+with :func:`register`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+
+__all__ = ["Study", "Cell", "Record", "Verdict", "register", "REGISTRY", "get_study", "cell_seed", "canonical"]
+
+MODES = ("quick", "full")
+
+
+def canonical(params: dict) -> str:
+    """Canonical JSON of a parameter dict (sorted keys, no spaces): the cell's identity."""
+    return json.dumps(params, sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+
+def cell_seed(study: str, version: int, params: dict, replicate: int, base_seed: int = 0) -> int:
+    """The seed of one cell: a SeedSequence keyed by the cell, never by the worker.
+
+    The entropy is a SHA-256 digest of (study, version, base_seed, canonical
+    parameters); the replicate index is the spawn key. Returns an integer in
+    [0, 2**63).
+    """
+    digest = hashlib.sha256(f"{study}\x00{version}\x00{base_seed}\x00{canonical(params)}".encode()).digest()
+    entropy = int.from_bytes(digest[:16], "little")
+    ss = np.random.SeedSequence(entropy, spawn_key=(int(replicate),))
+    return int(ss.generate_state(1, dtype=np.uint64)[0] >> np.uint64(1))
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One unit of work: parameters (JSON-serialisable dict) and a replicate index."""
+
+    params: dict
+    replicate: int
+
+    @property
+    def key(self) -> str:
+        return canonical(self.params)
+
+
+@dataclass(frozen=True)
+class Record:
+    """A finished cell as stored: parameters, replicate, seed and the measured result."""
+
+    params: dict
+    replicate: int
+    seed: int
+    result: dict
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What a study concludes about one claim.
+
+    Attributes
+    ----------
+    study : str
+    claim : str
+        Human-readable statement checked, e.g. "RBM-1 strong order in tau is 1/2".
+    label : str
+        THEORY.md equation label(s), e.g. "T4".
+    predicted : float or str
+        The prediction (read from a method's declaration or from
+        :mod:`attention_theory.bounds`).
+    measured : float
+    interval : (float, float) or None
+        Confidence interval of the measurement.
+    tolerance : float or None
+        Documented tolerance of the verdict rule.
+    passed : bool or None
+        None for an informational line that has no verdict.
+    rule : str
+        The verdict rule in words.
+    details : dict
+        Anything else worth reporting (JSON-serialisable).
+    """
+
+    study: str
+    claim: str
+    label: str
+    predicted: Any
+    measured: float
+    interval: tuple[float, float] | None
+    tolerance: float | None
+    passed: bool | None
+    rule: str = ""
+    details: dict = field(default_factory=dict)
+
+
+class Study:
+    """Base class of a study. Subclasses set the class attributes and implement three methods.
+
+    Class attributes
+    ----------------
+    name : str
+        Unique identifier (used on the command line and in the store).
+    version : int
+        Bump when the measurement changes: stored results of another version
+        are never mixed in.
+    title : str
+    labels : tuple of str
+        THEORY.md labels the study checks.
+    """
+
+    name: ClassVar[str] = ""
+    version: ClassVar[int] = 1
+    title: ClassVar[str] = ""
+    labels: ClassVar[tuple[str, ...]] = ()
+
+    def grid(self, mode: str) -> list[dict]:
+        """Parameter dicts (JSON-serialisable) for ``mode`` in {"quick", "full"}."""
+        raise NotImplementedError
+
+    def replicates(self, mode: str) -> int:
+        """Number of replicates (independent seeds) per parameter dict."""
+        return 1
+
+    def measure(self, params: dict, seed: int) -> dict:
+        """Run one cell; returns a JSON-serialisable dict of numbers and lists.
+
+        Must be deterministic given (params, seed) and must not depend on
+        global state: it may run in another process or on another machine.
+        """
+        raise NotImplementedError
+
+    def verdicts(self, records: list[Record], mode: str) -> list[Verdict]:
+        """Turn the stored records of one run into verdicts."""
+        raise NotImplementedError
+
+    def cells(self, mode: str) -> list[Cell]:
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}; got {mode!r}")
+        return [Cell(params=p, replicate=r) for p in self.grid(mode) for r in range(self.replicates(mode))]
+
+    def __repr__(self) -> str:
+        return f"<Study {self.name} v{self.version}: {self.title}>"
+
+
+REGISTRY: dict[str, Study] = {}
+
+
+def register(cls):
+    """Class decorator: instantiate and register a study under ``cls.name``."""
+    inst = cls()
+    if not inst.name:
+        raise ValueError(f"{cls.__name__} has no name")
+    if inst.name in REGISTRY and type(REGISTRY[inst.name]) is not cls:
+        raise ValueError(f"study name {inst.name!r} is registered twice")
+    REGISTRY[inst.name] = inst
+    return cls
+
+
+def get_study(name: str) -> Study:
+    """Look a study up by name (importing the built-in studies first)."""
+    import validation.studies  # noqa: F401  (registers the built-in studies)
+
+    if name not in REGISTRY:
+        known = ", ".join(sorted(REGISTRY)) or "(none)"
+        raise KeyError(f"unknown study {name!r}; known studies: {known}")
+    return REGISTRY[name]
