@@ -1,5 +1,5 @@
 # Two commands on a fresh machine (Python >= 3.11, make, a C compiler):
-#   make demo   -- the main job (quick RBM-1 convergence run, plot under ./out)
+#   make demo   -- the main job (every study in quick mode: report and figures under ./out)
 #   make test   -- the test suite (fast tier + layering contract + lint)
 PYTHON ?= python3
 VENV := .venv
@@ -18,7 +18,7 @@ $(STAMP): $(BIN)/python pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python -m validation demo --out out
+	$(BIN)/python -m validation reproduce --quick --out out
 
 lint: $(STAMP)
 	$(BIN)/ruff check particles attention_theory validation tests benchmarks

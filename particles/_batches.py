@@ -9,8 +9,11 @@ shuffled by Fisher-Yates with draws keyed by position (Sanders, 1998). The
 permutation is then cut into ``n // p`` contiguous batches whose sizes differ
 by at most one (``p`` or ``p + 1`` whenever ``n mod p <= n // p``).
 
-The scalar functions are compiled by the CPU backend; the ``*_np`` twins
-serve the NumPy reference backend and must produce identical integers.
+The scalar functions are compiled by the CPU backend (which builds the same
+permutation in parallel, ``permute_replica`` in ``backends/_loops.py``: the
+stable counting sort is unique, so it does not depend on the split); the
+``*_np`` twins serve the NumPy reference backend and must produce identical
+integers.
 """
 
 from __future__ import annotations

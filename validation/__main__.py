@@ -1,23 +1,143 @@
-"""Command-line interface: ``python -m validation demo [--out DIR] [--full]``.
+"""Command line: ``python -m validation COMMAND`` (also installed as ``particle-attention``).
 
-Exit status 0 when every verdict is consistent with the theory, 1 otherwise
-(2 for bad arguments, from argparse). A fuller CLI (studies, figures,
-reports) comes later.
+Commands
+--------
+``list``
+    the registered studies: name, version, THEORY labels, cells in quick/full mode, title.
+``run STUDY [--quick|--full] [--store PATH] [--scheduler ADDR] [--workers N] [--seed S] [--no-progress]``
+    compute the missing cells of one study into the store (default ``./results.sqlite``),
+    then print its verdicts.
+``report [STUDY ...] [--store PATH] [--json] [--quick|--full]``
+    verdicts of the stored studies, as a table or as JSON.
+``reproduce [STUDY ...] [--quick|--full] [--out DIR] [--store PATH] [--workers N] [--scheduler ADDR]``
+    run every registered study (or the ones named), write ``DIR/report.txt``,
+    ``DIR/report.json`` and the figures (store: ``DIR/results.sqlite``).
+``demo [--out DIR] [--full]``
+    the RBM-1 strong-order demo (measures and plots in one go).
+
+``run`` and ``reproduce`` default to full mode (paper-size); ``--quick`` takes minutes.
+Interrupted runs resume: rerun the same command. Exit status: 0 when every
+verdict passes and every cell succeeded; 1 when a verdict fails, a cell fails,
+a study is incomplete or a run errors; 2 for bad arguments or an unknown study;
+130 after Ctrl-C. Errors are one line on stderr.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import importlib
+import os
 import sys
+import time
+from pathlib import Path
 
 __all__ = ["main"]
 
+PROG = "python -m validation"
+DEFAULT_STORE = "results.sqlite"
+
+
+class _Usage(Exception):
+    """Bad command-line usage (exit status 2)."""
+
+
+class _Fail(Exception):
+    """A run-time error reported in one line (exit status 1)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        """One line, no usage block (argparse's default prints several)."""
+        self.exit(2, f"{self.prog}: error: {' '.join(message.split())} (see {self.prog} --help)\n")
+
+
+def _default_workers() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover  (macOS, Windows)
+        return max(1, os.cpu_count() or 1)
+
+
+def _nonneg_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0: {text}")
+    return value
+
 
 def _parser():
-    parser = argparse.ArgumentParser(
-        prog="python -m validation",
-        description="Check the particle-attention library against its theorems with numbers.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parser = _Parser(
+        prog=PROG,
+        description="Check the particle-attention library against its theorems with numbers: run the studies "
+                    "(resumable, on local processes or a Dask cluster), store every cell in a SQLite file, "
+                    "report the verdicts.",
+        epilog="Exit status: 0 all verdicts pass; 1 a verdict or a cell failed, or an error; 2 bad arguments.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
+
+    imports = _Parser(add_help=False)
+    imports.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
+                         help="import MODULE first (a module of your own that registers more studies "
+                              "with validation.study.register); repeatable")
+    store = _Parser(add_help=False)
+    store.add_argument("--store", metavar="PATH", default=None,
+                       help=f"results store (SQLite file; default: ./{DEFAULT_STORE})")
+    execution = _Parser(add_help=False)
+    modes = execution.add_mutually_exclusive_group()
+    modes.add_argument("--quick", dest="mode", action="store_const", const="quick",
+                       help="quick mode: small grids, minutes")
+    modes.add_argument("--full", dest="mode", action="store_const", const="full",
+                       help="full mode: the paper-size grids (default)")
+    execution.set_defaults(mode="full")
+    execution.add_argument("--workers", type=_nonneg_int, default=_default_workers(), metavar="N",
+                           help="local worker processes (default: %(default)s, the usable cores; 0 runs every "
+                                "cell in this process)")
+    execution.add_argument("--scheduler", metavar="ADDR", default=None,
+                           help="run the cells on a Dask cluster, e.g. tcp://HOST:8786 (needs the 'distributed' "
+                                "extra; start workers with --nthreads 1)")
+    execution.add_argument("--seed", type=_nonneg_int, default=0, metavar="S",
+                           help="base seed entering every cell's seed (default: %(default)s); one store holds "
+                                "one base seed per study")
+    execution.add_argument("--no-progress", dest="progress", action="store_false",
+                           help="no progress bar")
+
+    lst = sub.add_parser("list", parents=[imports], help="list the studies",
+                         description="List the registered studies: name, version, THEORY labels, number of "
+                                     "cells in quick and full mode, title.")
+    lst.set_defaults(handler=_cmd_list)
+
+    run = sub.add_parser("run", parents=[execution, store, imports], help="run one study into the store",
+                         description="Compute the cells of STUDY that the store does not hold yet (each one is "
+                                     "stored as soon as it is finished: an interrupted run resumes), then print "
+                                     "the study's verdicts.")
+    run.add_argument("study", metavar="STUDY", help="study name (see the list command)")
+    run.set_defaults(handler=_cmd_run)
+
+    rep = sub.add_parser("report", parents=[store, imports], help="print the verdicts of stored studies",
+                         description="Verdicts of the studies in the store (nothing is recomputed): claim, THEORY "
+                                     "label, predicted, measured with its interval, tolerance, PASS/FAIL/info.")
+    rep.add_argument("studies", nargs="*", metavar="STUDY", help="studies to report (default: all stored)")
+    rep.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    rmodes = rep.add_mutually_exclusive_group()
+    rmodes.add_argument("--quick", dest="mode", action="store_const", const="quick",
+                        help="judge the quick-mode cells")
+    rmodes.add_argument("--full", dest="mode", action="store_const", const="full",
+                        help="judge the full-mode cells (default: full when complete, else quick)")
+    rep.set_defaults(handler=_cmd_report, mode=None)
+
+    rpr = sub.add_parser("reproduce", parents=[execution, imports],
+                         help="run every study, write the report and the figures",
+                         description="Run every registered study (or the ones named) into OUT/results.sqlite, "
+                                     "then write OUT/report.txt, OUT/report.json and the figures. Resumable.")
+    rpr.add_argument("studies", nargs="*", metavar="STUDY", help="studies to run (default: every registered one)")
+    rpr.add_argument("--out", default="out", metavar="DIR", help="output directory (default: %(default)s)")
+    rpr.add_argument("--store", metavar="PATH", default=None,
+                     help="results store (default: OUT/results.sqlite)")
+    rpr.set_defaults(handler=_cmd_reproduce)
+
     demo = sub.add_parser(
         "demo", help="measure the strong order of RBM-1 in tau (T4) and compare it with the theory",
         description="Measure the strong order of RBM-1 in tau on the confined tanh system for p = 2, 4, 8, print "
@@ -26,18 +146,234 @@ def _parser():
     demo.add_argument("--out", default="out", metavar="DIR", help="output directory (default: %(default)s)")
     demo.add_argument("--full", action="store_true",
                       help="full size (4x the replicas, one finer level; a few minutes) instead of quick (<1 min)")
+    demo.set_defaults(handler=_cmd_demo)
     return parser
+
+
+# -- helpers -----------------------------------------------------------------------------------------------------
+
+def _err(message: str) -> None:
+    print(f"{PROG}: error: {' '.join(str(message).split())}", file=sys.stderr, flush=True)
+
+
+def _info(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _duration(seconds: float) -> str:
+    from validation.runner import _fmt_duration
+
+    return _fmt_duration(seconds)
+
+
+def _import_modules(modules) -> None:
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except ImportError as exc:
+            raise _Usage(f"cannot import {name}: {exc}") from None
+
+
+def _study(name: str):
+    from validation.study import REGISTRY, get_study
+
+    try:
+        return REGISTRY.get(name) or get_study(name)  # registered by --import: no need to load the built-ins
+    except KeyError as exc:
+        raise _Usage(exc.args[0]) from None
+
+
+def _all_studies():
+    import validation.studies  # noqa: F401  (registers the built-in studies)
+    from validation.study import REGISTRY
+
+    return [REGISTRY[name] for name in sorted(REGISTRY)]
+
+
+@contextlib.contextmanager
+def _executor(args, shared: bool):
+    """What run_study gets: a Dask client, "serial", a shared local pool (reproduce) or "local"."""
+    from validation.runner import connect_scheduler, local_pool, stop_pool
+
+    if args.scheduler:
+        client = connect_scheduler(args.scheduler)
+        try:
+            yield client
+        finally:
+            client.close()
+    elif args.workers == 0:
+        yield "serial"
+    elif not shared:
+        yield "local"
+    else:
+        pool = local_pool(args.workers)
+        try:
+            yield pool
+        except BaseException:
+            stop_pool(pool)
+            raise
+        else:
+            pool.shutdown(wait=True)
+
+
+def _report_failures(summary) -> None:
+    """The failed cells were listed as they failed (validation.runner); say what to do about them."""
+    if summary.failed:
+        _info(f"{_plural(summary.failed, 'cell')} of {summary.study} failed (listed above; not stored): "
+              "the study is not judged; rerun to retry them")
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" + ("" if n == 1 else "s")
+
+
+# -- commands ----------------------------------------------------------------------------------------------------
+
+def _cmd_list(args) -> int:
+    rows = [("study", "version", "quick", "full", "labels", "title")]
+    for s in _all_studies():
+        counts = []
+        for mode in ("quick", "full"):
+            try:
+                counts.append(str(len(s.cells(mode))))
+            except Exception as exc:  # a broken grid should not hide the other studies
+                counts.append(f"error ({type(exc).__name__})")
+        rows.append((s.name, str(s.version), *counts, ",".join(s.labels) or "-", s.title))
+    if len(rows) == 1:
+        print("no studies registered")
+        return 0
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[5])
+    print("\n'quick' and 'full': number of cells (parameter sets x replicates) in each mode.")
+    return 0
+
+
+def _cmd_run(args) -> int:
+    from validation.report import report
+    from validation.runner import run_study
+    from validation.store import ResultStore
+
+    study = _study(args.study)
+    t0 = time.perf_counter()
+    with ResultStore(args.store or DEFAULT_STORE) as store, _executor(args, shared=False) as executor:
+        summary = run_study(study, mode=args.mode, store=store, executor=executor, workers=args.workers,
+                            base_seed=args.seed, progress=args.progress)
+        _info(str(summary))
+        _report_failures(summary)
+        status = 0 if summary.ok else 1
+        if summary.ok:
+            rep = report(store, [study.name], mode=args.mode)
+            print(rep.text(), end="")
+            status = 0 if rep.ok else 1
+    _info(f"time taken: {_duration(time.perf_counter() - t0)}; store: {store.path}")
+    return status
+
+
+def _cmd_report(args) -> int:
+    from validation.report import report
+    from validation.store import ResultStore
+
+    for name in args.studies:
+        _study(name)
+    with ResultStore(args.store or DEFAULT_STORE, create=False) as store:
+        rep = report(store, args.studies or None, mode=args.mode)
+    if not rep.studies and not args.json:
+        print(f"no results of registered studies in {store.path}")
+        for note in rep.notes:
+            print(f"note: {note}")
+        return 1
+    print(rep.json() if args.json else rep.text(), end="\n" if args.json else "")
+    return 0 if rep.ok and rep.studies else 1
+
+
+def _cmd_reproduce(args) -> int:
+    from validation.report import report
+    from validation.runner import run_study
+    from validation.store import ResultStore
+
+    t0 = time.perf_counter()
+    studies = [_study(n) for n in dict.fromkeys(args.studies)] if args.studies else _all_studies()
+    if not studies:
+        raise _Usage("no studies registered")
+    out = Path(args.out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise _Fail(f"cannot create output directory {out}: {exc.strerror or exc}") from None
+    store_path = Path(args.store) if args.store else out / "results.sqlite"
+    status = 0
+    with ResultStore(store_path) as store:
+        with _executor(args, shared=True) as executor:
+            for study in studies:
+                summary = run_study(study, mode=args.mode, store=store, executor=executor, workers=args.workers,
+                                    base_seed=args.seed, progress=args.progress)
+                _info(str(summary))
+                _report_failures(summary)
+                status |= not summary.ok
+        rep = report(store, [s.name for s in studies], mode=args.mode)
+        (out / "report.txt").write_text(rep.text())
+        (out / "report.json").write_text(rep.json() + "\n")
+        print(rep.text(), end="")
+        status |= not rep.ok
+        status |= _figures(store, out, args.mode, [s.name for s in studies])
+    _info(f"wrote {out / 'report.txt'} and {out / 'report.json'}; store: {store_path}")
+    _info(f"time taken: {_duration(time.perf_counter() - t0)}")
+    return int(bool(status))
+
+
+def _figures(store, out: Path, mode: str, studies: list[str]) -> int:
+    """Hook: ``validation.figures.make_figures(store, out_dir, *, mode, studies) -> list[Path]`` when it exists."""
+    try:
+        figures = importlib.import_module("validation.figures")
+    except ModuleNotFoundError as exc:
+        if exc.name != "validation.figures":
+            raise
+        _info("figures: validation.figures does not exist yet; no figures drawn")
+        return 0
+    make = getattr(figures, "make_figures", None)
+    if make is None:
+        _info("figures: validation.figures has no make_figures(store, out_dir, *, mode, studies); no figures drawn")
+        return 0
+    try:
+        paths = make(store, out, mode=mode, studies=studies) or []
+    except Exception as exc:
+        _err(f"figures failed: {type(exc).__name__}: {exc}")
+        return 1
+    for p in paths:
+        _info(f"figure: {p}")
+    return 0
+
+
+def _cmd_demo(args) -> int:
+    from validation.strong_order import run_demo
+
+    result = run_demo(args.out, quick=not args.full)
+    return 0 if result.consistent else 1
 
 
 def main(argv=None):
     """Run the command line; returns the exit status."""
     args = _parser().parse_args(argv)
-    if args.command == "demo":
-        from validation.strong_order import run_demo
+    from validation.runner import RunError, RunInterrupted
+    from validation.store import StoreError
 
-        result = run_demo(args.out, quick=not args.full)
-        return 0 if result.consistent else 1
-    return 2  # pragma: no cover  (argparse rejects unknown commands)
+    try:
+        _import_modules(getattr(args, "imports", ()))
+        return args.handler(args)
+    except _Usage as exc:
+        _err(exc)
+        return 2
+    except (_Fail, StoreError, RunError) as exc:
+        _err(exc)
+        return 1
+    except RunInterrupted as exc:
+        _info(f"interrupted: {exc.summary}")
+        _info("finished cells are stored; rerun the same command to resume")
+        return 130
+    except KeyboardInterrupt:
+        _info("interrupted")
+        return 130
 
 
 if __name__ == "__main__":

@@ -11,12 +11,27 @@ family's scalar functions:
   for the session; Numba cannot cache code that closes over a user's
   function).
 
+The built-in kernel systems (confined tanh, Dyson) in flat space take a
+fast path for ``full`` and ``rbm1`` (``run_fast_*`` in ``_loops``): the
+particles of a batch are gathered into component rows so that the pair
+loops vectorise (with the branch-free ``_kernels.fast_tanh``), and an RBM-1
+step is done chunk by chunk (gather, forces, noise, update, scatter) while
+the chunk is in cache. The attention family computes the scores of a block
+of partners at once from keys gathered per batch. Both give the same bits
+as the plain per-particle loops (which serve RBM-r, ``drift`` and the
+user-defined systems) and as each other for any number of threads.
+
 ``fastmath`` is off: convergence studies must not be polluted by
-re-association. Nothing is compiled at import time.
+re-association. Loops are compiled with Numba's ``numpy`` error model (a
+float division by zero gives inf/nan, as in the reference backend, and the
+loops carry no exception branch that would block vectorisation). Nothing is
+compiled at import time.
 """
 
 from __future__ import annotations
 
+import hashlib
+import inspect
 import threading
 import types
 
@@ -27,16 +42,37 @@ from particles.backends import _loops
 
 name = "cpu"
 
-_RNG_FUNCS = ("mix64", "combine", "root_key", "draw", "to_unit", "to_unit_open", "normal")
+_RNG_FUNCS = ("mix64", "combine", "root_key", "draw", "to_unit", "to_unit_open", "normal", "normal_first")
 _BATCH_FUNCS = ("build_permutation", "draw_subset")
+_KERNEL_FUNCS = ("fast_tanh", "tanh_pair", "dyson_pair", "tanh_drift1", "dyson_drift1")
 _LOOP_ORDER = (
-    "project_tangent", "normalise", "force_all", "build_perms", "particle_noise", "stage_particle",
-    "advance_particle", "stage_all", "advance_all", "save_state", "run_batched", "run_rbmr",
+    "project_tangent", "normalise", "gather_keys", "attn_tile_force", "force_all", "perm_draws", "perm_scan",
+    "perm_scatter", "perm_shuffle", "permute_replica", "build_perms",
+    "particle_noise", "stage_particle", "advance_particle", "stage_all", "advance_all", "save_state", "run_batched",
+    "run_rbmr",
 )
-_PARALLEL = {"force_all", "build_perms", "stage_all", "advance_all", "save_state", "run_rbmr"}
+# the fast path of the built-in kernel systems (see _loops "fast path")
+_FAST_ORDER = (
+    "seg_slots", "seg_gather", "block_forces", "seg_forces", "stage_rows", "seg_noise", "seg_advance", "seg_step",
+    "fused_step", "phased_forces", "phased_step", "run_fast_fused", "run_fast_phased",
+)
+_PARALLEL = {"force_all", "permute_replica", "build_perms", "stage_all", "advance_all", "save_state", "run_rbmr",
+             "fused_step", "phased_forces", "phased_step"}
+# per built-in model code: (pair_fn, pair_const, drift1, drift_const) in particles._kernels
+_MODELS = {
+    _kernels.MODEL_TANH: ("tanh", ("tanh_pair", "tanh_pair_const", "tanh_drift1", "tanh_drift_const")),
+    _kernels.MODEL_DYSON: ("dyson", ("dyson_pair", "dyson_pair_const", "dyson_drift1", "dyson_drift_const")),
+}
+# numpy's error model: a float division by zero gives inf/nan (as in the reference backend) instead of
+# raising, and leaves the loops free of exception branches, so that they vectorise
+_JIT = {"error_model": "numpy"}
+
+_CHUNK_POS = 1024  # positions per chunk of the fused RBM-1 step of the fast path
+_FUSED_MIN = 8  # fewer batches (R * N // p) than this: phased step, parallel inside batches
 
 _lock = threading.RLock()
 _shared: dict | None = None
+_tag: str | None = None
 _families: dict = {}
 
 
@@ -46,16 +82,33 @@ def _numba():
     return numba
 
 
+def _source_tag():
+    """Short hash of the sources compiled into the loops.
+
+    Numba's on-disk cache checks only the timestamp of the file that defines
+    each function, but the loops inline functions from other files (the RNG,
+    the kernels): the tag in every qualified name below makes an edit of any
+    of them select fresh cache entries.
+    """
+    global _tag
+    if _tag is None:
+        h = hashlib.sha1()
+        for module in (_rng, _batches, _kernels, _loops):
+            h.update(inspect.getsource(module).encode())
+        _tag = h.hexdigest()[:10]
+    return _tag
+
+
 def _rebind(fn, namespace, family=None):
     """A copy of ``fn`` whose global names resolve in ``namespace``.
 
     ``family`` goes into the qualified name, which keys Numba's on-disk
     cache: the same loop body bound to different families must not share
-    cache entries (their signatures are identical).
+    cache entries (their signatures are identical). So does the source tag.
     """
     new = types.FunctionType(fn.__code__, namespace, fn.__name__, fn.__defaults__, fn.__closure__)
-    if family is not None:
-        new.__qualname__ = f"{family}.{fn.__qualname__}"
+    prefix = f"s{_source_tag()}" if family is None else f"{family}_{_source_tag()}"
+    new.__qualname__ = f"{prefix}.{fn.__qualname__}"
     return new
 
 
@@ -68,35 +121,49 @@ def _shared_namespace():
             ns = dict(vars(_rng))
             ns.update(vars(_batches))
             for fname in _RNG_FUNCS:
-                ns[fname] = numba.njit(cache=True)(_rebind(getattr(_rng, fname), ns))
-            ns["fast_tanh"] = numba.njit(cache=True)(_rebind(_kernels.fast_tanh, ns))
+                ns[fname] = numba.njit(cache=True, **_JIT)(_rebind(getattr(_rng, fname), ns))
             for fname in _BATCH_FUNCS:
-                ns[fname] = numba.njit(cache=True)(_rebind(getattr(_batches, fname), ns))
+                ns[fname] = numba.njit(cache=True, **_JIT)(_rebind(getattr(_batches, fname), ns))
+            kns = dict(vars(_kernels))
+            for fname in _KERNEL_FUNCS:
+                kns[fname] = ns[fname] = numba.njit(cache=True, **_JIT)(_rebind(getattr(_kernels, fname), kns))
             _shared = ns
         return _shared
 
 
-def _compile_family(kernel_fn, drift_fn, family, cache):
+def _compile_family(kernel_fn, drift_fn, family, cache, model=None):
+    """Compile the loops for one family; ``model`` names the built-in model of the fast path."""
     numba = _numba()
     shared = _shared_namespace()
     ns = dict(vars(_loops))
-    for key in (*_RNG_FUNCS, *_BATCH_FUNCS, "fast_tanh"):
+    for key in (*_RNG_FUNCS, *_BATCH_FUNCS, *_KERNEL_FUNCS):
         ns[key] = shared[key]
     kns = dict(vars(_kernels))
-    kns["fast_tanh"] = shared["fast_tanh"]
+    for key in _KERNEL_FUNCS:
+        kns[key] = shared[key]
     if kernel_fn is not None:
-        ns["kernel_fn"] = numba.njit(cache=cache)(_rebind(kernel_fn, kns) if cache else kernel_fn)
-        ns["drift_fn"] = numba.njit(cache=cache)(_rebind(drift_fn, kns) if cache else drift_fn)
-    if family == "kernel":
-        ns["prepare_row"] = numba.njit(cache=cache)(_rebind(_loops.kernel_prepare_row, ns, family))
-        ns["member_force"] = numba.njit(cache=cache)(_rebind(_loops.kernel_member_force, ns, family))
+        ns["kernel_fn"] = numba.njit(cache=cache, **_JIT)(_rebind(kernel_fn, kns) if cache else kernel_fn)
+        ns["drift_fn"] = numba.njit(cache=cache, **_JIT)(_rebind(drift_fn, kns) if cache else drift_fn)
+    if family == "attention":
+        ns["prepare_row"] = numba.njit(cache=cache, **_JIT)(_rebind(_loops.attn_prepare_row, ns, family))
+        ns["member_force"] = numba.njit(cache=cache, **_JIT)(_rebind(_loops.attn_member_force, ns, family))
+        ns["HAS_PREPARE"] = True
+        ns["TRANSPOSED_KEYS"] = True
     else:
-        ns["prepare_row"] = numba.njit(cache=cache)(_rebind(_loops.attn_prepare_row, ns, family))
-        ns["member_force"] = numba.njit(cache=cache)(_rebind(_loops.attn_member_force, ns, family))
-    for fname in _LOOP_ORDER:
+        ns["prepare_row"] = numba.njit(cache=cache, **_JIT)(_rebind(_loops.kernel_prepare_row, ns, family))
+        ns["member_force"] = numba.njit(cache=cache, **_JIT)(_rebind(_loops.kernel_member_force, ns, family))
+        ns["HAS_PREPARE"] = False
+        ns["TRANSPOSED_KEYS"] = False
+    order = _LOOP_ORDER
+    if model is not None:
+        for key, fname in zip(("pair_fn", "pair_const", "drift1", "drift_const"), _MODELS[model][1]):
+            ns[key] = shared[fname] if fname in shared else numba.njit(cache=True, **_JIT)(
+                _rebind(getattr(_kernels, fname), kns))
+        order = _LOOP_ORDER + _FAST_ORDER
+    for fname in order:
         fn = _rebind(getattr(_loops, fname), ns, family)
-        ns[fname] = numba.njit(parallel=fname in _PARALLEL, cache=cache)(fn)
-    return types.SimpleNamespace(**{k: ns[k] for k in (*_LOOP_ORDER, "prepare_row", "member_force")})
+        ns[fname] = numba.njit(parallel=fname in _PARALLEL, cache=cache, **_JIT)(fn)
+    return types.SimpleNamespace(**{k: ns[k] for k in (*order, "prepare_row", "member_force")})
 
 
 def loops_for(system):
@@ -105,14 +172,15 @@ def loops_for(system):
         if system.family == "attention":
             key = "attention"
         elif system.builtin:
-            key = "builtin"
+            key = float(system.params[0])  # the model code
         else:
             key = (system.kernel, system.drift)
         if key not in _families:
             if system.family == "attention":
                 _families[key] = _compile_family(None, None, "attention", cache=True)
             elif system.builtin:
-                _families[key] = _compile_family(_kernels.builtin_kernel, _kernels.builtin_drift, "kernel", True)
+                _families[key] = _compile_family(_kernels.builtin_kernel, _kernels.builtin_drift,
+                                                 f"kernel_{_MODELS[key][0]}", True, model=key)
             else:
                 _families[key] = _compile_family(system.kernel, system.drift, "kernel", cache=False)
         return _families[key]
@@ -127,11 +195,11 @@ def run(system, x, traj, plan):
     loops = loops_for(system)
     R, N, d = x.shape
     S = plan.B.shape[0]
-    work = np.empty((R, N, work_width(system, d)))
-    K = np.empty((S, R, N, d))
-    xs = np.empty((R, N, d))
     params = np.ascontiguousarray(system.params)
     if plan.method == "rbmr":
+        work = np.empty((R, N, work_width(system, d)))
+        K = np.empty((S, R, N, d))
+        xs = np.empty((R, N, d))
         pool = np.tile(np.arange(N, dtype=np.int64), (R, 1))
         clock = np.zeros((R, N), dtype=np.int64)
         loops.run_rbmr(x, traj, plan.nsteps, plan.save_every, plan.batch_size, plan.A, plan.B, plan.dt,
@@ -141,14 +209,63 @@ def run(system, x, traj, plan):
     full = plan.method == "full"
     p = N if full else plan.batch_size
     bounds = _batches.batch_bounds(N, p)
-    bop = _batches.batch_of_position(N, p)
     nb = _batches.num_buckets(N)
     idx = np.tile(np.arange(N, dtype=np.int64), (R, 1))
-    bucket = np.empty((R, N), dtype=np.int64)
-    counts = np.empty((R, nb + 1), dtype=np.int64)
+    perm_scratch = _perm_scratch(R, N, full)
+    if system.family == "kernel" and system.builtin and not plan.sphere:
+        # RBM-1 with enough batches: chunks of about _CHUNK_POS positions, one worker per thread with
+        # its own scratch; otherwise (full, few large batches) phase by phase with scratch per replica
+        nbat = N // p
+        fused = not full and R * nbat >= _FUSED_MIN
+        per_chunk = max(1, _CHUNK_POS // (bounds[1] - bounds[0]))
+        if fused:
+            rows = max(1, min(_numba().get_num_threads(), R * -(-nbat // per_chunk)))
+            width = per_chunk * (bounds[1] - bounds[0])
+        else:
+            rows, width = R, N
+        xg = np.empty((rows, d * width))
+        kg = np.empty((S, rows, d * width))
+        sg = np.empty((rows, d * width))
+        ip = np.empty((rows, width), dtype=np.int64)
+        kp = np.empty((rows, width), dtype=np.uint64)
+        if fused:
+            loops.run_fast_fused(x, traj, plan.nsteps, plan.save_every, plan.tau_steps, per_chunk, plan.A, plan.B,
+                                 plan.dt, plan.scale, plan.nfine, np.uint64(plan.seed), bounds, nb, params,
+                                 plan.coupling, xg, kg, sg, ip, kp, idx, *perm_scratch)
+        else:
+            loops.run_fast_phased(x, traj, plan.nsteps, plan.save_every, plan.tau_steps, full, plan.A, plan.B,
+                                  plan.dt, plan.scale, plan.nfine, np.uint64(plan.seed), bounds, nb, params,
+                                  plan.coupling, xg, kg, sg, ip, kp, idx, *perm_scratch)
+        return
+    work = np.empty((R, N, work_width(system, d)))
+    K = np.empty((S, R, N, d))
+    xs = np.empty((R, N, d))
+    bop = _batches.batch_of_position(N, p)
     loops.run_batched(x, traj, plan.nsteps, plan.save_every, plan.tau_steps, full, plan.A, plan.B, plan.dt,
                       plan.scale, plan.nfine, np.uint64(plan.seed), bounds, bop, nb, params, plan.coupling,
-                      plan.sphere, work, K, xs, idx, bucket, counts)
+                      plan.sphere, work, K, xs, *_force_scratch(system, R, N, d), idx, *perm_scratch)
+
+
+def _force_scratch(system, R, N, d):
+    """``kt`` and ``sbuf`` of ``force_all``: transposed keys and per-worker scores (attention only)."""
+    if system.family != "attention":
+        return np.empty((1, 1)), np.empty((1, 1))
+    workers = max(1, min(_numba().get_num_threads(), R * N))
+    return np.empty((R, d * N)), np.empty((workers, _loops.SCORE_BLOCK + 2 * _loops.ATTN_TILE))
+
+
+def _perm_scratch(R, n, empty=False):
+    """Scratch of ``build_perms``: bucket, uniforms, per-chunk histograms, bucket starts.
+
+    The number of histogram chunks follows the number of threads (more
+    chunks than threads only cost memory); the permutation does not depend on it.
+    """
+    nb = _batches.num_buckets(n)
+    if empty:
+        n = nb = 1
+    chunks = max(1, min(_numba().get_num_threads(), n // 4096))
+    return (np.empty((R, n), dtype=np.int64), np.empty((R, n)), np.empty((R, chunks, nb), dtype=np.int64),
+            np.empty((R, nb + 1), dtype=np.int64))
 
 
 def drift(system, x, out, *, method, batch_size, seed, step, coupling):
@@ -159,11 +276,10 @@ def drift(system, x, out, *, method, batch_size, seed, step, coupling):
     idx = np.tile(np.arange(N, dtype=np.int64), (R, 1))
     p = N if method == "full" else batch_size
     if method != "full":
-        nb = _batches.num_buckets(N)
-        loops.build_perms(np.uint64(seed), step, nb, idx, np.empty((R, N), dtype=np.int64),
-                          np.empty((R, nb + 1), dtype=np.int64))
+        loops.build_perms(np.uint64(seed), step, _batches.num_buckets(N), idx, *_perm_scratch(R, N))
     loops.force_all(x, idx, _batches.batch_bounds(N, p), _batches.batch_of_position(N, p),
-                    np.ascontiguousarray(system.params), coupling, system.sphere, work, out)
+                    np.ascontiguousarray(system.params), coupling, system.sphere, work, out,
+                    *_force_scratch(system, R, N, d))
 
 
 def permutations(seed, step, n, replicas=1):
@@ -171,8 +287,7 @@ def permutations(seed, step, n, replicas=1):
     loops = loops_for_any()
     nb = _batches.num_buckets(n)
     idx = np.empty((replicas, n), dtype=np.int64)
-    loops.build_perms(np.uint64(seed), step, nb, idx, np.empty((replicas, n), dtype=np.int64),
-                      np.empty((replicas, nb + 1), dtype=np.int64))
+    loops.build_perms(np.uint64(seed), step, nb, idx, *_perm_scratch(replicas, n))
     return idx
 
 

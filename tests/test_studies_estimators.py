@@ -1,0 +1,278 @@
+"""The attention-estimator studies (validation.studies.estimators): quick verdicts, determinism, controls.
+
+Each study's quick cells are measured once per session (module-scoped
+fixture), in-process, with the seeds the runner would use
+(:func:`validation.study.cell_seed`); the tests then check that every
+verdict passes, that the results and verdicts are JSON-serialisable, that a
+cell is reproducible from its seed, and that a deliberately wrong prediction
+or a mislabelled input makes the corresponding verdict fail (so the verdicts
+have power).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+
+from validation.studies import estimators as est
+from validation.study import REGISTRY, Record, cell_seed, get_study
+
+NAMES = ("rfa_bias_variance", "ra_unbiased", "lara_consistency", "ess_vs_proposal_mean", "rba_bias")
+
+
+def run_cells(study, mode="quick", base_seed=0, cells=None):
+    records = []
+    for cell in cells if cells is not None else study.cells(mode):
+        seed = cell_seed(study.name, study.version, cell.params, cell.replicate, base_seed)
+        records.append(Record(cell.params, cell.replicate, seed, study.measure(cell.params, seed)))
+    return records
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_numba_thread():
+    """One Numba thread while these tests run: results do not depend on the thread count (the engine's
+    counter-based streams), but on a shared, oversubscribed machine parallel regions of many short steps
+    spend most of their time waiting for each other (measured: 250 s instead of 3 s for energy_monotone)."""
+    import numba
+
+    before = numba.get_num_threads()
+    numba.set_num_threads(1)
+    yield
+    numba.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def quick_records():
+    cache = {}
+
+    def get(name):
+        if name not in cache:
+            cache[name] = run_cells(get_study(name))
+        return cache[name]
+
+    return get
+
+
+def relabel(records, **changes):
+    """Copies of the records with some parameters changed (a mislabelled input for negative controls)."""
+    return [dataclasses.replace(r, params={**r.params, **{k: f(r.params) for k, f in changes.items()}})
+            for r in records]
+
+
+def assert_json(obj):
+    json.dumps(obj, allow_nan=False)
+
+
+def verdict_json(v):
+    return {"study": v.study, "claim": v.claim, "label": v.label, "predicted": v.predicted, "measured": v.measured,
+            "interval": v.interval, "tolerance": v.tolerance, "passed": v.passed, "rule": v.rule,
+            "details": v.details}
+
+
+# --- registration ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", NAMES)
+def test_study_is_registered_with_labels_and_grids(name):
+    study = get_study(name)
+    assert REGISTRY[name] is study
+    assert study.title and study.labels and study.version >= 1
+    quick, full = study.cells("quick"), study.cells("full")
+    assert 0 < len(quick) <= len(full)
+    for cell in quick + full:
+        assert_json(cell.params)
+    with pytest.raises(ValueError, match="mode"):
+        study.grid("medium")
+
+
+def test_synthetic_inputs_have_the_declared_weight_second_moment():
+    from attention_theory import bounds
+
+    q, k, v = est.synthetic_qkv(8, 16, 2, 2, seed=3, t16_max=1.7)
+    m2 = bounds.weight_second_moment(q, k, np.zeros(2))
+    np.testing.assert_allclose(m2.max(), 1.7, rtol=1e-9)
+    assert not q.flags.writeable and v.shape == (16, 2)
+
+
+# --- quick verdicts (one real test per study) ----------------------------------------------------------------
+@pytest.mark.parametrize("name", NAMES)
+def test_quick_verdicts_pass_and_serialise(name, quick_records):
+    study = get_study(name)
+    records = quick_records(name)
+    for r in records:
+        assert_json(r.result)
+    verdicts = study.verdicts(records, "quick")
+    assert verdicts
+    for v in verdicts:
+        assert_json(verdict_json(v))
+        assert v.study == name and v.label and v.rule
+    failed = [(v.claim, v.measured, v.interval) for v in verdicts if v.passed is False]
+    assert not failed
+    assert sum(v.passed is True for v in verdicts) >= 2
+
+
+CHEAP_CELL = {
+    "rfa_bias_variance": lambda p: p["S"] == 4,
+    "ra_unbiased": lambda p: p["estimator"] == "rfa",
+    "lara_consistency": lambda p: p["sweep"] == "C" and p["C"] == 2,
+    "ess_vs_proposal_mean": lambda p: p["t"] == 0.5,
+    "rba_bias": lambda p: p["part"] == "small",
+}
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_a_cell_is_reproducible_from_its_seed(name):
+    study = get_study(name)
+    cell = next(c for c in study.cells("quick") if CHEAP_CELL[name](c.params))
+    seed = cell_seed(study.name, study.version, cell.params, cell.replicate)
+    a, b = study.measure(cell.params, seed), study.measure(cell.params, seed)
+    assert json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+    other = cell_seed(study.name, study.version, cell.params, cell.replicate, base_seed=1)
+    assert json.dumps(study.measure(cell.params, other), sort_keys=True) != json.dumps(a, sort_keys=True)
+
+
+# --- rfa_bias_variance ---------------------------------------------------------------------------------------
+def test_rfa_measured_numbers_are_first_order(quick_records):
+    study = get_study("rfa_bias_variance")
+    rows = study.summarise(quick_records("rfa_bias_variance"))
+    pred = est._rfa_prediction(study.INPUTS)
+    c_var = pred["var"].sum()
+    s = np.array([r["S"] for r in rows])
+    np.testing.assert_allclose(np.array([r["tvar"] for r in rows]) * s, c_var, rtol=0.2)
+    assert all(r["bias"] > 0 for r in rows)
+
+
+def test_rfa_wrong_prediction_fails(quick_records, monkeypatch):
+    study = get_study("rfa_bias_variance")
+    records = quick_records("rfa_bias_variance")
+    true = est._rfa_prediction(study.INPUTS)
+    wrong = {**true, "bias": 1.6 * true["bias"], "var": 1.3 * true["var"]}
+    monkeypatch.setattr(est, "_rfa_prediction", lambda spec: wrong)
+    verdicts = [v for v in study.verdicts(records, "quick") if "matches the first-order" in v.claim]
+    assert len(verdicts) == 2 and not any(v.passed for v in verdicts)
+
+
+def test_rfa_slope_verdict_rejects_a_wrong_order(quick_records):
+    study = get_study("rfa_bias_variance")
+    records = quick_records("rfa_bias_variance")
+    # the same measurements labelled with S^2 instead of S: the slopes halve, and -1 is no longer in reach
+    wrong = relabel(records, S=lambda p: p["S"] ** 2)
+    slopes = [v for v in study.verdicts(wrong, "quick") if "decays like 1/S" in v.claim]
+    assert len(slopes) == 2 and not any(v.passed for v in slopes)
+
+
+# --- ra_unbiased ---------------------------------------------------------------------------------------------
+def test_ra_negative_control_is_a_verdict_and_is_rejected(quick_records):
+    study = get_study("ra_unbiased")
+    verdicts = study.verdicts(quick_records("ra_unbiased"), "quick")
+    control = [v for v in verdicts if "negative control" in v.claim]
+    tested = [v for v in verdicts if "estimator under test" in v.claim]
+    assert len(control) == 1 and len(tested) == 1
+    assert control[0].details["rejected"] and not tested[0].details["rejected"]
+    assert control[0].passed and tested[0].passed
+    assert abs(control[0].details["max_abs_z"]) > 2 * control[0].tolerance
+
+
+def test_ra_test_rejects_when_the_estimator_is_shifted(quick_records):
+    # a biased variant of RA: the same draws shifted by a small constant (0.01, a few standard errors)
+    study = get_study("ra_unbiased")
+    recs = [r for r in quick_records("ra_unbiased") if r.params["estimator"] == "randomized_attention"]
+    shifted = [dataclasses.replace(r, result={**r.result, "mean": (np.asarray(r.result["mean"]) + 0.01).tolist()})
+               for r in recs]
+    t = study.test([r.result for r in shifted])
+    assert abs(t["z"]) > t["z_crit"]
+
+
+# --- lara_consistency ----------------------------------------------------------------------------------------
+def test_lara_bias_verdict_fails_when_the_bias_grows(quick_records):
+    study = get_study("lara_consistency")
+    records = quick_records("lara_consistency")
+    js = sorted({r.params["J"] for r in records if r.params["sweep"] == "J"})
+    flip = dict(zip(js, reversed(js), strict=True))
+    wrong = relabel(records, J=lambda p: flip[p["J"]] if p["sweep"] == "J" else p["J"])
+    v = next(v for v in study.verdicts(wrong, "quick") if "bias shrinks" in v.claim)
+    assert v.passed is False and v.measured > 0
+
+
+def test_lara_deterministic_mode_is_informational(quick_records):
+    study = get_study("lara_consistency")
+    v = next(v for v in study.verdicts(quick_records("lara_consistency"), "quick") if "plug-in" in v.claim)
+    assert v.passed is None and len(v.details["deterministic_rmse"]) == len(v.details["C"])
+
+
+# --- ess_vs_proposal_mean ------------------------------------------------------------------------------------
+def test_ess_wrong_proposal_mean_fails(quick_records, monkeypatch):
+    study = get_study("ess_vs_proposal_mean")
+    records = quick_records("ess_vs_proposal_mean")
+    true = study.proposal_mean
+
+    def at_zero(params):  # the closed form evaluated at mu = 0 whatever the proposal: a wrong prediction
+        qn, k, mu = true(params)
+        return qn, k, 0.0 * mu
+
+    monkeypatch.setattr(type(study), "proposal_mean", staticmethod(at_zero))
+    verdicts = [v for v in study.verdicts(records, "quick") if v.passed is not None]
+    assert verdicts[0].passed  # t = 0: the same prediction
+    assert not any(v.passed for v in verdicts[1:])
+
+
+def test_ess_grows_towards_the_target_mean(quick_records):
+    study = get_study("ess_vs_proposal_mean")
+    info = next(v for v in study.verdicts(quick_records("ess_vs_proposal_mean"), "quick") if v.passed is None)
+    ess = info.details["ess"]
+    assert ess[-1] > ess[0] and max(ess) <= study.ESS_S
+
+
+# --- rba_bias ------------------------------------------------------------------------------------------------
+def test_rba_monte_carlo_against_the_wrong_enumeration_fails(quick_records):
+    study = get_study("rba_bias")
+    records = quick_records("rba_bias")
+    # Monte Carlo with the token itself compared with the enumeration without it (and vice versa)
+    wrong = relabel(records, include_self=lambda p: (not p["include_self"]) if p["part"] == "small"
+                    else p.get("include_self"))
+    agree = [v for v in study.verdicts(wrong, "quick") if "agrees with exact enumeration" in v.claim]
+    assert len(agree) == 2 and not any(v.passed for v in agree)
+
+
+def test_rba_regime_dependence_is_reported_with_numbers(quick_records):
+    study = get_study("rba_bias")
+    verdicts = study.verdicts(quick_records("rba_bias"), "quick")
+    small = next(v for v in verdicts if "regime of small scores" in v.claim)
+    large = next(v for v in verdicts if "regime of large scores" in v.claim)
+    assert small.passed and large.passed
+    assert "does not hold" in large.claim
+    ratios = dict(zip(small.details["scales_|x|^2"], small.details["ratio_with_over_without"], strict=True))
+    assert min(ratios[0.25]) > 2.0 > 1.0 > max(ratios[4.0])
+    # the ratio falls with the score scale
+    assert np.all(np.diff([np.mean(ratios[s]) for s in sorted(ratios)]) < 0)
+
+
+def test_rba_decrease_verdict_fails_when_p_is_mislabelled(quick_records):
+    study = get_study("rba_bias")
+    records = quick_records("rba_bias")
+    ps = sorted({r.params["p"] for r in records if r.params["part"] == "mc" and r.params["p"] < study.N_MC})
+    flip = dict(zip(ps, reversed(ps), strict=True))
+    wrong = relabel(records, p=lambda p: flip.get(p["p"], p["p"]) if p["part"] == "mc" else p.get("p"))
+    dec = [v for v in study.verdicts(wrong, "quick") if "decreases as the batch size" in v.claim]
+    assert len(dec) == 2 and not any(v.passed for v in dec)
+
+
+# --- slower: another base seed, full-size cheap studies ----------------------------------------------------------
+@pytest.mark.slow
+@pytest.mark.statistical
+@pytest.mark.parametrize("name", NAMES)
+def test_quick_verdicts_pass_with_another_base_seed(name):
+    study = get_study(name)
+    records = run_cells(study, base_seed=12345)
+    failed = [(v.claim, v.measured, v.interval) for v in study.verdicts(records, "quick") if v.passed is False]
+    assert not failed
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["ra_unbiased", "ess_vs_proposal_mean", "lara_consistency"])
+def test_full_verdicts_pass(name):
+    study = get_study(name)
+    records = run_cells(study, mode="full")
+    failed = [(v.claim, v.measured, v.interval) for v in study.verdicts(records, "full") if v.passed is False]
+    assert not failed

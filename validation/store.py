@@ -1,0 +1,370 @@
+"""The results store: one SQLite file holding every finished cell of every study.
+
+A study run (:mod:`validation.runner`) writes each finished cell here at once,
+in its own transaction, so that a run killed at any moment loses at most the
+cells that were still being computed, and a rerun resumes where it stopped.
+The file is the single source of truth for reports and figures: nothing is
+ever recomputed to draw or to judge.
+
+Layout (schema version :data:`SCHEMA_VERSION`)::
+
+    meta(key TEXT PRIMARY KEY, value TEXT)
+        magic           "particle-attention results store"
+        schema_version  "1"
+        created_by      package version that created the file
+        created_at      UTC time stamp
+    cells(id INTEGER PRIMARY KEY,
+          study, study_version, params, replicate,   -- UNIQUE: the cell's identity
+          seed, base_seed, result,                    -- result: JSON of Study.measure
+          elapsed, started_at, finished_at, host, worker, package_version)
+
+``params`` is the canonical JSON of the parameter dict
+(:func:`validation.study.canonical`), so a cell has exactly one row whatever
+the dict's key order. The journal is SQLite's write-ahead log with
+``synchronous=NORMAL``: a committed cell survives a crash of the writing
+process (not necessarily a power cut, which costs at most the last cells).
+Readers (a report while a run is going on) never block the writer.
+
+Only one process should write a given store at a time (the parent process of
+the runner), although concurrent writers are safe: a busy timeout serialises
+them and inserting a cell that is already present is a no-op.
+
+Files that are not stores of this kind (not readable, not SQLite, a SQLite
+database of another application, a store written by a newer schema) raise
+:class:`StoreError` before anything is written to them.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import math
+import os
+import socket
+import sqlite3
+from pathlib import Path
+
+from validation.study import Record, canonical
+
+__all__ = ["ResultStore", "StoreError", "SCHEMA_VERSION", "MAGIC", "APPLICATION_ID", "package_version"]
+
+#: Value of ``meta.magic`` in every store.
+MAGIC = "particle-attention results store"
+#: Schema version written by this code; stores of a newer version are refused.
+SCHEMA_VERSION = 1
+#: SQLite header application id ("PATR"), so that ``file(1)`` and others can tell the file apart.
+APPLICATION_ID = 0x50415452
+#: Seconds a writer waits for a lock held by another connection.
+BUSY_TIMEOUT_S = 30.0
+
+_SQLITE_HEADER = b"SQLite format 3\x00"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS cells (
+    id              INTEGER PRIMARY KEY,
+    study           TEXT    NOT NULL,
+    study_version   INTEGER NOT NULL,
+    params          TEXT    NOT NULL,
+    replicate       INTEGER NOT NULL,
+    seed            INTEGER NOT NULL,
+    base_seed       INTEGER,
+    result          TEXT    NOT NULL,
+    elapsed         REAL,
+    started_at      TEXT,
+    finished_at     TEXT    NOT NULL,
+    host            TEXT,
+    worker          TEXT,
+    package_version TEXT,
+    UNIQUE (study, study_version, params, replicate)
+);
+"""
+
+
+class StoreError(ValueError):
+    """A path that cannot be used as a results store (the message is one line and names the path)."""
+
+
+def package_version() -> str:
+    """Version of the installed ``particle-attention`` distribution ("unknown" when not installed)."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("particle-attention")
+    except metadata.PackageNotFoundError:  # pragma: no cover  (running from a bare checkout)
+        return "unknown"
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds")
+
+
+def _jsonable(obj):
+    """``json.dumps`` default: NumPy scalars and arrays become plain Python numbers and lists."""
+    item = getattr(obj, "item", None)
+    tolist = getattr(obj, "tolist", None)
+    if tolist is not None and getattr(obj, "ndim", 0) > 0:
+        return tolist()
+    if item is not None:
+        return item()
+    if isinstance(obj, (set, frozenset, tuple)):
+        return list(obj)
+    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
+
+
+def dump_result(result) -> str:
+    """JSON text of a measured result (NaN and infinities kept, as Python's json module writes them)."""
+    if not isinstance(result, dict):
+        raise TypeError(f"a study's measure() must return a dict; got {type(result).__name__}")
+    return json.dumps(result, sort_keys=True, default=_jsonable)
+
+
+def _wal_path(path: Path) -> Path:
+    return path.with_name(path.name + "-wal")
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+class ResultStore:
+    """A results store at ``path`` (created when absent, unless ``create=False``).
+
+    Use as a context manager, or call :meth:`close`.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+    create : bool
+        Create a new store when ``path`` does not exist (or is an empty file).
+        With ``False`` a missing file raises :class:`StoreError`.
+
+    Raises
+    ------
+    StoreError
+        The path cannot be read, is not a SQLite file, is a SQLite database
+        that is not a results store, or was written by a newer schema. Such a
+        file is never modified.
+    """
+
+    def __init__(self, path, *, create: bool = True):
+        self.path = Path(os.fspath(path))
+        self._conn: sqlite3.Connection | None = None
+        exists = self._check_existing()
+        if not exists and not create:
+            raise StoreError(f"{self.path}: no such results store")
+        if not exists and not self.path.parent.is_dir():
+            raise StoreError(f"{self.path}: directory {self.path.parent} does not exist")
+        try:
+            conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: cannot open results store ({_one_line(exc)})") from None
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+            if exists:
+                # Checked read-only above; check again on this connection (the file may have changed).
+                self._validate(conn)
+            else:
+                self._initialise(conn)
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if str(mode).lower() != "wal":  # pragma: no cover  (e.g. a file system without shared memory)
+                raise StoreError(f"{self.path}: cannot use write-ahead logging (journal mode {mode})")
+            conn.execute("PRAGMA synchronous = NORMAL")
+        except sqlite3.Error as exc:
+            conn.close()
+            raise StoreError(f"{self.path}: cannot use as results store ({_one_line(exc)})") from None
+        except BaseException:
+            conn.close()
+            raise
+        self._conn = conn
+        self._host = socket.gethostname()
+        self._version = package_version()
+
+    # -- opening -----------------------------------------------------------------------------------------
+
+    def _check_existing(self) -> bool:
+        """Return whether a (non-empty) store exists at the path; raise StoreError when it is unusable.
+
+        Reads only: a read-only connection never writes to the database file.
+        """
+        path = self.path
+        try:
+            with open(path, "rb") as fh:
+                head = fh.read(20)
+                header = head[:len(_SQLITE_HEADER)]
+        except FileNotFoundError:
+            return False
+        except IsADirectoryError:
+            raise StoreError(f"{path}: is a directory, not a results store file") from None
+        except OSError as exc:
+            raise StoreError(f"{path}: cannot read ({exc.strerror or _one_line(exc)})") from None
+        if not header:
+            return False  # an empty file is an empty SQLite database: initialise it
+        if header != _SQLITE_HEADER:
+            raise StoreError(f"{path}: not a SQLite database, so not a results store")
+        # A read-only connection to a database in WAL mode creates the -wal and -shm files when they are
+        # absent; when there is no -wal file the main file holds everything, so read it as immutable instead
+        # (nothing is created next to a file that may not be ours).
+        wal_mode = len(head) == 20 and head[18] == 2
+        uri = path.resolve().as_uri() + ("?immutable=1" if wal_mode and not _wal_path(path).exists() else "?mode=ro")
+        try:
+            conn = sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_S)
+        except sqlite3.Error as exc:
+            raise StoreError(f"{path}: cannot open ({_one_line(exc)})") from None
+        try:
+            self._validate(conn)
+        except sqlite3.Error as exc:
+            raise StoreError(f"{path}: unreadable SQLite database ({_one_line(exc)})") from None
+        finally:
+            conn.close()
+        return True
+
+    def _validate(self, conn: sqlite3.Connection) -> None:
+        path = self.path
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if "meta" not in tables:
+            raise StoreError(f"{path}: a SQLite database but not a particle-attention results store (no meta table)")
+        try:
+            meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+        except sqlite3.Error:
+            raise StoreError(f"{path}: a SQLite database but not a particle-attention results store "
+                             "(unexpected meta table)") from None
+        if meta.get("magic") != MAGIC:
+            raise StoreError(f"{path}: a SQLite database but not a particle-attention results store (wrong magic)")
+        try:
+            version = int(meta.get("schema_version", ""))
+        except ValueError:
+            raise StoreError(f"{path}: results store with an invalid schema version "
+                             f"{meta.get('schema_version')!r}") from None
+        if version > SCHEMA_VERSION:
+            raise StoreError(f"{path}: results store written by schema version {version} (created by "
+                             f"particle-attention {meta.get('created_by', '?')}); this version reads schema "
+                             f"<= {SCHEMA_VERSION}: upgrade particle-attention")
+        if version < 1 or "cells" not in tables:
+            raise StoreError(f"{path}: damaged results store (schema version {version}, tables {sorted(tables)})")
+
+    def _initialise(self, conn: sqlite3.Connection) -> None:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            if tables and "meta" not in tables:
+                # Created meanwhile by another application: refuse, touch nothing.
+                raise StoreError(f"{self.path}: a SQLite database but not a particle-attention results store")
+            if "meta" in tables:
+                conn.execute("ROLLBACK")  # created meanwhile by another runner
+                self._validate(conn)
+                return
+            conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+            for stmt in _SCHEMA.split(";"):
+                if stmt.strip():
+                    conn.execute(stmt)
+            conn.executemany("INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)", [
+                ("magic", MAGIC), ("schema_version", str(SCHEMA_VERSION)),
+                ("created_by", package_version()), ("created_at", _now())])
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+
+    # -- context manager ---------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"ResultStore({str(self.path)!r})"
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise StoreError(f"{self.path}: results store is closed")
+        return self._conn
+
+    # -- queries -----------------------------------------------------------------------------------------
+
+    def meta(self) -> dict:
+        """The ``meta`` table as a dict."""
+        return dict(self.conn.execute("SELECT key, value FROM meta").fetchall())
+
+    def has(self, study: str, version: int, params: dict, replicate: int) -> bool:
+        """Whether the cell (study, version, params, replicate) is stored."""
+        row = self.conn.execute(
+            "SELECT 1 FROM cells WHERE study = ? AND study_version = ? AND params = ? AND replicate = ?",
+            (study, int(version), canonical(params), int(replicate))).fetchone()
+        return row is not None
+
+    def done_keys(self, study: str, version: int) -> set[tuple[str, int]]:
+        """The stored cells of a study version, as (canonical params, replicate) pairs."""
+        return set(self.done_seeds(study, version))
+
+    def done_seeds(self, study: str, version: int) -> dict[tuple[str, int], int]:
+        """The stored cells of a study version: {(canonical params, replicate): seed}."""
+        rows = self.conn.execute("SELECT params, replicate, seed FROM cells WHERE study = ? AND study_version = ?",
+                                 (study, int(version)))
+        return {(p, int(r)): int(s) for p, r, s in rows}
+
+    def count(self, study: str, version: int) -> int:
+        """Number of stored cells of a study version."""
+        return self.conn.execute("SELECT COUNT(*) FROM cells WHERE study = ? AND study_version = ?",
+                                 (study, int(version))).fetchone()[0]
+
+    def put(self, study: str, version: int, record: Record, elapsed: float | None = None,
+            worker: str | None = None, *, base_seed: int | None = None, started_at: str | None = None,
+            host: str | None = None) -> bool:
+        """Store one finished cell in its own transaction; returns False when it was already stored.
+
+        Idempotent: a cell that is already present (same study, version,
+        parameters and replicate) is left as it is, never duplicated.
+        """
+        params = canonical(record.params)
+        result = dump_result(record.result)
+        if elapsed is not None and not math.isfinite(float(elapsed)):
+            elapsed = None
+        seed = int(record.seed)
+        if not 0 <= seed < 2**63:
+            raise ValueError(f"seed must be in [0, 2**63); got {seed}")
+        cur = self.conn.execute(  # one statement, so one transaction per cell (autocommit connection)
+            "INSERT OR IGNORE INTO cells (study, study_version, params, replicate, seed, base_seed, result, "
+            "elapsed, started_at, finished_at, host, worker, package_version) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (study, int(version), params, int(record.replicate), seed,
+             None if base_seed is None else int(base_seed), result,
+             None if elapsed is None else float(elapsed), started_at, _now(), host or self._host, worker,
+             self._version))
+        return cur.rowcount == 1
+
+    def records(self, study: str, version: int) -> list[Record]:
+        """The stored cells of a study version, ordered by (canonical params, replicate)."""
+        rows = self.conn.execute(
+            "SELECT params, replicate, seed, result FROM cells WHERE study = ? AND study_version = ? "
+            "ORDER BY params, replicate", (study, int(version)))
+        return [Record(params=json.loads(p), replicate=int(r), seed=int(s), result=json.loads(res))
+                for p, r, s, res in rows]
+
+    def rows(self, study: str | None = None) -> list[dict]:
+        """Every stored row (all columns) as dicts, optionally for one study; for inspection and tests."""
+        sql = "SELECT * FROM cells"
+        args: tuple = ()
+        if study is not None:
+            sql += " WHERE study = ?"
+            args = (study,)
+        cur = self.conn.execute(sql + " ORDER BY study, study_version, params, replicate", args)
+        names = [d[0] for d in cur.description]
+        return [dict(zip(names, row)) for row in cur]
+
+    def studies(self) -> list[tuple[str, int]]:
+        """The (study, version) pairs that have stored cells, sorted."""
+        return [(s, int(v)) for s, v in self.conn.execute(
+            "SELECT DISTINCT study, study_version FROM cells ORDER BY study, study_version")]
