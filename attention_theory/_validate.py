@@ -14,6 +14,8 @@ import numbers
 
 import numpy as np
 
+from particles._validate import check_choice  # noqa: F401  (re-exported for the estimators)
+
 __all__ = [
     "as_matrix",
     "check_qkv",
@@ -103,12 +105,6 @@ def check_bool(name, value):
     if not isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{name} must be True or False, got {type(value).__name__}")
     return bool(value)
-
-
-def check_choice(name, value, choices):
-    if not isinstance(value, str) or value not in choices:
-        raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}; got {value!r}")
-    return value
 
 
 def _check_seed(seed):
