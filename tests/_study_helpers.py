@@ -30,14 +30,48 @@ def one_numba_thread():
     numba.set_num_threads(before)
 
 
-@pytest.fixture(scope="module")
-def quick_records():
-    cache = {}
+#: Quick-mode records per study name, computed once per test session (study tests and figure tests share them).
+_QUICK: dict[str, list] = {}
 
-    def get(name):
-        if name not in cache:
-            cache[name] = run_cells(get_study(name))
-        return cache[name]
+
+def quick_records_of(name):
+    """Quick-mode records of a registered study, computed in-process (one Numba thread) once per session."""
+    if name not in _QUICK:
+        import numba
+
+        before = numba.get_num_threads()
+        numba.set_num_threads(1)
+        try:
+            _QUICK[name] = run_cells(get_study(name))
+        finally:
+            numba.set_num_threads(before)
+    return _QUICK[name]
+
+
+@pytest.fixture(scope="session")
+def quick_records():
+    return quick_records_of
+
+
+@pytest.fixture(scope="session")
+def quick_store(tmp_path_factory):
+    """``get(*study_names) -> path`` of a results store holding the quick records of those studies.
+
+    One store per session, filled on demand from :func:`quick_records_of` (so a study is computed once
+    whether study tests or figure tests ask first).
+    """
+    from validation.store import ResultStore
+
+    path = tmp_path_factory.mktemp("quick_store") / "results.sqlite"
+
+    def get(*names):
+        with ResultStore(path) as store:
+            for name in names:
+                study = get_study(name)
+                if store.count(study.name, study.version) < len(study.cells("quick")):
+                    for rec in quick_records_of(name):
+                        store.put(study.name, study.version, rec)
+        return path
 
     return get
 

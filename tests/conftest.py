@@ -16,8 +16,8 @@ settings.register_profile(
 settings.register_profile("nightly", deadline=None, max_examples=500)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
 
-# fixtures of the study test modules (quick records cached per module, one Numba thread)
-from ._study_helpers import one_numba_thread, quick_records  # noqa: E402, F401
+# fixtures of the study and figure test modules (quick records cached per session, one Numba thread)
+from ._study_helpers import one_numba_thread, quick_records, quick_store  # noqa: E402, F401
 
 BACKENDS = ["reference", "cpu"]
 

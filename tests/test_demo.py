@@ -62,7 +62,7 @@ def test_run_demo_tiny_writes_outputs(tmp_path):
     assert r["fit"]["slope"] == res.fits[2].slope
     assert data["parameters"]["n_particles"] == 16 and data["parameters"]["seed"] == res.params["seed"]
     prov = data["provenance"]
-    assert prov["versions"]["particles"] == particles.__version__
+    assert prov["versions"]["particle-attention"] == particles.__version__
     assert {"numpy", "numba"} <= set(prov["versions"])
     assert "git_revision" in prov
     table = format_table(res)

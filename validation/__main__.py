@@ -12,6 +12,9 @@ Commands
 ``reproduce [STUDY ...] [--quick|--full] [--out DIR] [--store PATH] [--workers N] [--scheduler ADDR]``
     run every registered study (or the ones named), write ``DIR/report.txt``,
     ``DIR/report.json`` and the figures (store: ``DIR/results.sqlite``).
+``figure [NAME ...] [--store PATH] [--out DIR] [--quick|--full] [--run] [--list]``
+    draw figures from the stored results (PNG, PDF and a JSON data file with
+    provenance); ``--run`` first computes the cells the figures need.
 ``demo [--out DIR] [--full]``
     the RBM-1 strong-order demo (measures and plots in one go).
 
@@ -137,6 +140,17 @@ def _parser():
     rpr.add_argument("--store", metavar="PATH", default=None,
                      help="results store (default: OUT/results.sqlite)")
     rpr.set_defaults(handler=_cmd_reproduce)
+
+    fig = sub.add_parser(
+        "figure", parents=[execution, store, imports], help="draw figures from the stored results",
+        description="Draw figures from the results in the store: NAME.png, NAME.pdf and NAME.json (the plotted "
+                    "data with provenance) in OUT. Nothing is simulated unless --run is given, which first "
+                    "computes (resumably) the cells of the studies the figures read.")
+    fig.add_argument("names", nargs="*", metavar="NAME", help="figures to draw (default: every figure)")
+    fig.add_argument("--out", default="out", metavar="DIR", help="output directory (default: %(default)s)")
+    fig.add_argument("--run", action="store_true", help="first compute the missing cells of the studies needed")
+    fig.add_argument("--list", dest="list_only", action="store_true", help="list the figures and their studies")
+    fig.set_defaults(handler=_cmd_figure, mode=None)
 
     demo = sub.add_parser(
         "demo", help="measure the strong order of RBM-1 in tau (T4) and compare it with the theory",
@@ -343,6 +357,49 @@ def _figures(store, out: Path, mode: str, studies: list[str]) -> int:
     for p in paths:
         _info(f"figure: {p}")
     return 0
+
+
+def _cmd_figure(args) -> int:
+    from validation.figures import FIGURES, FigureError, draw
+
+    if args.list_only:
+        width = max((len(n) for n in FIGURES), default=6)
+        for spec in FIGURES.values():
+            print(f"{spec.name.ljust(width)}  {', '.join(spec.studies)}\n{'':{width}}  {spec.title}")
+        return 0
+    names = list(dict.fromkeys(args.names)) or list(FIGURES)
+    unknown = [n for n in names if n not in FIGURES]
+    if unknown:
+        raise _Usage(f"unknown figure {unknown[0]!r}; known figures: {', '.join(FIGURES)}")
+    store_path = Path(args.store or DEFAULT_STORE)
+    status = 0
+    if args.run:
+        from validation.runner import run_study
+        from validation.store import ResultStore
+
+        mode = args.mode or "full"
+        needed = list(dict.fromkeys(s for n in names for s in FIGURES[n].studies))
+        with ResultStore(store_path) as store, _executor(args, shared=True) as executor:
+            for name in needed:
+                summary = run_study(_study(name), mode=mode, store=store, executor=executor, workers=args.workers,
+                                    base_seed=args.seed, progress=args.progress)
+                _info(str(summary))
+                _report_failures(summary)
+                status |= not summary.ok
+        args.mode = mode
+    elif not store_path.exists():
+        raise _Fail(f"no results store at {store_path}; run the studies first (add --run, or use "
+                    f"'{PROG} reproduce') or point --store at one")
+    for name in names:
+        try:
+            paths = draw(name, store_path, args.out, mode=args.mode)
+        except FigureError as exc:
+            _err(f"figure {name}: {exc}")
+            status = 1
+            continue
+        for p in paths:
+            _info(f"figure: {p}")
+    return int(bool(status))
 
 
 def _cmd_demo(args) -> int:

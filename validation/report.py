@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from validation.store import ResultStore, _jsonable, package_version
 from validation.study import MODES, REGISTRY, Record, Verdict, canonical, get_study
 
-__all__ = ["report", "Report", "StudyReport", "verdict_word"]
+__all__ = ["report", "Report", "StudyReport", "verdict_word", "select_records"]
 
 _CLAIM_WIDTH = 56
 _PREDICTED_WIDTH = 24
@@ -247,29 +247,41 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
+def select_records(store: ResultStore, study, mode: str | None = None) -> tuple[str, list[Record], int, int]:
+    """The stored records of ``study`` that a report (or a figure) uses.
+
+    Returns ``(mode, records, expected, stray)``: the mode (``mode`` when
+    given, else chosen as in the module docstring), the records of the
+    study's current version whose cells belong to that mode's grid, in cell
+    order, the number of cells the mode has, and the number of stored cells
+    that belong to no grid. Raises whatever ``study.cells`` raises.
+    """
+    cells_by_mode = {m: [(canonical(c.params), c.replicate) for c in study.cells(m)] for m in MODES}
+    records = {(canonical(r.params), r.replicate): r for r in store.records(study.name, study.version)}
+    stray = len(set(records) - {k for cells in cells_by_mode.values() for k in cells})
+    mode = mode or _pick_mode(cells_by_mode, set(records))
+    order = cells_by_mode[mode]
+    return mode, [records[k] for k in order if k in records], len(order), stray
+
+
 def _study_report(store: ResultStore, study, mode: str | None) -> StudyReport:
     rep = StudyReport(study.name, study.version, study.title, tuple(study.labels))
     try:
-        cells_by_mode = {m: [(canonical(c.params), c.replicate) for c in study.cells(m)] for m in MODES}
+        rep.mode, chosen, rep.expected, stray = select_records(store, study, mode)
     except Exception as exc:
         rep.error = f"cannot list the cells of the study: {_one_line(exc)}"
         return rep
-    records = {(canonical(r.params), r.replicate): r for r in store.records(study.name, study.version)}
-    stray = len(set(records) - {k for cells in cells_by_mode.values() for k in cells})
     if stray:
         rep.note = (f"{stray} stored cells of v{study.version} belong to neither grid (ignored: was the study "
                     "changed without a version bump?)")
-    rep.mode = mode or _pick_mode(cells_by_mode, set(records))
-    order = cells_by_mode[rep.mode]
-    rep.expected = len(order)
-    chosen: list[Record] = [records[k] for k in order if k in records]
     rep.stored = len(chosen)
     if not chosen:
         others = store.studies()
+        n_stored = store.count(study.name, study.version)
         hint = f"python -m validation run {study.name}" + (" --quick" if rep.mode == "quick" else "")
-        where = "" if not records else f" ({len(records)} cells of other modes)"
+        where = "" if not n_stored else f" ({n_stored} cells of other modes)"
         rep.error = f"no stored cells for mode {rep.mode}{where}; run: {hint}"
-        if not records and any(n == study.name for n, _ in others):
+        if not n_stored and any(n == study.name for n, _ in others):
             versions = sorted(v for n, v in others if n == study.name)
             rep.error += f" (the store has versions {versions}, the current version is {study.version})"
         return rep

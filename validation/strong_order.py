@@ -26,12 +26,9 @@ inside :func:`plot_strong_order`).
 
 from __future__ import annotations
 
-import datetime
 import json
 import math
 import os
-import platform
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -41,6 +38,7 @@ import numpy as np
 
 import particles
 from particles.integrators import batch_variance_factor
+from validation.provenance import provenance
 from validation.rates import fit_rate, preasymptotic_flag
 
 __all__ = ["StrongError", "StrongOrderResult", "rbm_strong_error", "run_demo", "save_outputs", "plot_strong_order",
@@ -259,39 +257,8 @@ class StrongOrderResult:
         }
 
 
-def _git(*args):
-    root = Path(__file__).resolve().parent.parent
-    try:
-        res = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=10, check=False)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return res.stdout if res.returncode == 0 else None
-
-
-def _git_revision():
-    """(revision, dirty) of the checkout holding this package; (None, None) outside a git checkout."""
-    rev = _git("rev-parse", "HEAD")
-    rev = rev.strip() if rev else None
-    if rev is None or len(rev) != 40:
-        return None, None
-    status = _git("status", "--porcelain")
-    return rev, (None if status is None else bool(status.strip()))
-
-
 def _provenance(runtime_s):
-    import numba
-    import scipy
-
-    rev, dirty = _git_revision()
-    return {
-        "versions": {"particles": particles.__version__, "numpy": np.__version__, "numba": numba.__version__,
-                     "scipy": scipy.__version__, "python": platform.python_version()},
-        "git_revision": rev,
-        "git_dirty": dirty,
-        "created_utc": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "runtime_s": round(runtime_s, 2),
-        "platform": platform.platform(),
-    }
+    return provenance(runtime_s=round(runtime_s, 2))
 
 
 def _ratio(sq_lo, sq_hi, p_lo, p_hi, n_particles, confidence=0.95, n_boot=2000, rng=0):

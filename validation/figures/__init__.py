@@ -1,0 +1,140 @@
+"""Figures of the field, redrawn from stored study results.
+
+One module per figure. Each declares ``NAME``, ``TITLE``, ``STUDIES`` (the
+studies whose stored records it reads) and ``plot(data) -> (Figure, dict)``:
+``data`` maps each study name to a :class:`~validation.figures._base.StudyData`
+(the records of one mode, already selected from the store), the returned
+dict is the plotted data, written next to the figure. Plotting code never
+simulates: what a figure shows is what the store holds, and the study's own
+verdicts (fitted slopes, intervals) are reused so that a figure and the report
+can never disagree.
+
+:func:`draw` writes ``NAME.png``, ``NAME.pdf`` and ``NAME.json`` (the data
+plus provenance: the studies' versions, modes, parameters and seeds, the
+package versions and the git revision); :func:`make_figures` draws every
+figure whose studies were run (``python -m validation reproduce``);
+``python -m validation figure NAME`` draws one.
+
+matplotlib is imported here only, and lazily: importing
+:mod:`validation.figures` does not import it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from validation.figures._base import FigureError, StudyData, load_inputs, save_figure
+
+__all__ = ["FIGURES", "FigureSpec", "FigureError", "StudyData", "figure_names", "get_figure", "draw", "make_figures"]
+
+#: Figure modules in the order of THEORY.md (Parts A, B, C) and of ``reproduce``.
+_MODULES = (
+    "rbm_strong",
+    "rbm_weak",
+    "batch_force",
+    "dyson",
+    "rfa_snis",
+    "estimator_mse",
+    "rba_bias",
+    "phase_diagram",
+    "circle_clusters",
+    "attention_dynamics",
+    "cost",
+)
+
+
+@dataclass(frozen=True)
+class FigureSpec:
+    """A registered figure: its name, title, the studies it reads and its module."""
+
+    name: str
+    title: str
+    studies: tuple[str, ...]
+    module: str
+
+    def load(self):
+        return importlib.import_module(self.module)
+
+
+def _discover() -> dict[str, FigureSpec]:
+    specs = {}
+    for short in _MODULES:
+        modname = f"{__name__}.{short}"
+        try:
+            mod = importlib.import_module(modname)
+        except ModuleNotFoundError as err:  # a figure not written yet
+            if err.name != modname:
+                raise
+            continue
+        specs[mod.NAME] = FigureSpec(mod.NAME, mod.TITLE, tuple(mod.STUDIES), modname)
+    return specs
+
+
+#: name -> :class:`FigureSpec`, in drawing order.
+FIGURES: dict[str, FigureSpec] = _discover()
+
+
+def figure_names() -> list[str]:
+    return list(FIGURES)
+
+
+def get_figure(name: str) -> FigureSpec:
+    """Look a figure up by name; an unknown name raises KeyError listing the known ones."""
+    if name not in FIGURES:
+        raise KeyError(f"unknown figure {name!r}; known figures: {', '.join(FIGURES) or '(none)'}")
+    return FIGURES[name]
+
+
+def draw(name: str, store, out_dir, *, mode: str | None = None) -> list[Path]:
+    """Draw figure ``name`` from the records in ``store`` into ``out_dir``.
+
+    Parameters
+    ----------
+    name : str
+        A key of :data:`FIGURES`.
+    store : ResultStore or path
+        The results store (a path must name an existing store).
+    out_dir : path
+        Created if missing.
+    mode : {"quick", "full"}, optional
+        Which cells of each study to use; default: per study, as the report
+        chooses (full when complete, else quick when complete, ...).
+
+    Returns
+    -------
+    list of pathlib.Path
+        The PNG, the PDF and the JSON data file.
+
+    Raises
+    ------
+    FigureError
+        When a study the figure needs has no stored cells in the mode (the
+        message says which command computes them).
+    """
+    spec = get_figure(name)
+    inputs = load_inputs(store, spec.studies, mode)
+    return save_figure(spec, spec.load().plot, inputs, Path(out_dir))
+
+
+def make_figures(store, out_dir, *, mode: str | None = None, studies=None) -> list[Path]:
+    """Draw every figure whose studies are all in ``studies`` (default: every figure).
+
+    A figure that fails does not stop the others; the failures are printed
+    on stderr and then raised together as one :class:`FigureError`.
+    """
+    chosen = [s for s in FIGURES.values() if studies is None or set(s.studies) <= set(studies)]
+    paths, failures = [], []
+    for spec in chosen:
+        try:
+            paths += draw(spec.name, store, out_dir, mode=mode)
+        except Exception as exc:  # one broken figure must not cost the others
+            msg = f"figure {spec.name}: {type(exc).__name__}: {' '.join(str(exc).split())}"
+            print(msg, file=sys.stderr, flush=True)
+            failures.append(msg)
+    if failures:
+        raise FigureError(f"{len(failures)} of {len(chosen)} figures failed (listed above); "
+                          f"{len(paths) // 3} drawn")
+    return paths
