@@ -260,6 +260,7 @@ def _cmd_list(args) -> int:
     for r in rows:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[5])
     print("\n'quick' and 'full': number of cells (parameter sets x replicates) in each mode.")
+    print(f"figures drawn from these studies: {PROG} figure --list")
     return 0
 
 
@@ -395,6 +396,10 @@ def _cmd_figure(args) -> int:
             paths = draw(name, store_path, args.out, mode=args.mode)
         except FigureError as exc:
             _err(f"figure {name}: {exc}")
+            status = 1
+            continue
+        except Exception as exc:  # a broken plot: one line, and the other figures are still drawn
+            _err(f"figure {name} failed: {type(exc).__name__}: {exc}")
             status = 1
             continue
         for p in paths:

@@ -28,7 +28,8 @@ from pathlib import Path
 
 from validation.figures._base import FigureError, StudyData, load_inputs, save_figure
 
-__all__ = ["FIGURES", "FigureSpec", "FigureError", "StudyData", "figure_names", "get_figure", "draw", "make_figures"]
+__all__ = ["FIGURES", "FigureSpec", "FigureError", "StudyData", "figure_names", "get_figure", "draw", "make_figures",
+           "register"]
 
 #: Figure modules in the order of THEORY.md (Parts A, B, C) and of ``reproduce``.
 _MODULES = (
@@ -59,6 +60,15 @@ class FigureSpec:
         return importlib.import_module(self.module)
 
 
+def _spec(mod) -> FigureSpec:
+    missing = [a for a in ("NAME", "TITLE", "STUDIES", "plot") if not hasattr(mod, a)]
+    if missing:
+        raise TypeError(f"figure module {mod.__name__} lacks {', '.join(missing)} (see validation.figures)")
+    if isinstance(mod.STUDIES, str) or not all(isinstance(s, str) for s in mod.STUDIES):
+        raise TypeError(f"figure module {mod.__name__}: STUDIES must be a tuple of study names")
+    return FigureSpec(str(mod.NAME), str(mod.TITLE), tuple(mod.STUDIES), mod.__name__)
+
+
 def _discover() -> dict[str, FigureSpec]:
     specs = {}
     for short in _MODULES:
@@ -69,12 +79,29 @@ def _discover() -> dict[str, FigureSpec]:
             if err.name != modname:
                 raise
             continue
-        specs[mod.NAME] = FigureSpec(mod.NAME, mod.TITLE, tuple(mod.STUDIES), modname)
+        spec = _spec(mod)
+        specs[spec.name] = spec
     return specs
 
 
 #: name -> :class:`FigureSpec`, in drawing order.
 FIGURES: dict[str, FigureSpec] = _discover()
+
+
+def register(module) -> FigureSpec:
+    """Register a figure of your own: a module (or its import name) with ``NAME``, ``TITLE``, ``STUDIES``, ``plot``.
+
+    A module passed to ``python -m validation --import MODULE`` can call
+    ``validation.figures.register(__name__)`` to make ``figure NAME`` draw it.
+    Registering a second module under a built-in or already registered
+    name raises ValueError.
+    """
+    mod = importlib.import_module(module) if isinstance(module, str) else module
+    spec = _spec(mod)
+    if spec.name in FIGURES and FIGURES[spec.name].module != spec.module:
+        raise ValueError(f"figure name {spec.name!r} is already registered by {FIGURES[spec.name].module}")
+    FIGURES[spec.name] = spec
+    return spec
 
 
 def figure_names() -> list[str]:
