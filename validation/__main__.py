@@ -88,24 +88,28 @@ def _parser():
     store = _Parser(add_help=False)
     store.add_argument("--store", metavar="PATH", default=None,
                        help=f"results store (SQLite file; default: ./{DEFAULT_STORE})")
-    execution = _Parser(add_help=False)
-    modes = execution.add_mutually_exclusive_group()
-    modes.add_argument("--quick", dest="mode", action="store_const", const="quick",
-                       help="quick mode: small grids, minutes")
-    modes.add_argument("--full", dest="mode", action="store_const", const="full",
-                       help="full mode: the paper-size grids (default)")
+    def _modes(parser, default_help):
+        group = parser.add_mutually_exclusive_group()
+        group.add_argument("--quick", dest="mode", action="store_const", const="quick",
+                           help="quick mode: small grids, minutes")
+        group.add_argument("--full", dest="mode", action="store_const", const="full", help=default_help)
+
+    runopts = _Parser(add_help=False)
+    runopts.add_argument("--workers", type=_nonneg_int, default=_default_workers(), metavar="N",
+                         help="local worker processes (default: %(default)s, the usable cores; 0 runs every "
+                              "cell in this process)")
+    runopts.add_argument("--scheduler", metavar="ADDR", default=None,
+                         help="run the cells on a Dask cluster, e.g. tcp://HOST:8786 (needs the 'distributed' "
+                              "extra; start workers with --nthreads 1)")
+    runopts.add_argument("--seed", type=_nonneg_int, default=0, metavar="S",
+                         help="base seed entering every cell's seed (default: %(default)s); one store holds "
+                              "one base seed per study")
+    runopts.add_argument("--no-progress", dest="progress", action="store_false",
+                         help="no progress bar")
+    # the mode flags are built per parser: argparse shares a parent's actions (and their defaults) among children
+    execution = _Parser(add_help=False, parents=[runopts])
+    _modes(execution, "full mode: the paper-size grids (default)")
     execution.set_defaults(mode="full")
-    execution.add_argument("--workers", type=_nonneg_int, default=_default_workers(), metavar="N",
-                           help="local worker processes (default: %(default)s, the usable cores; 0 runs every "
-                                "cell in this process)")
-    execution.add_argument("--scheduler", metavar="ADDR", default=None,
-                           help="run the cells on a Dask cluster, e.g. tcp://HOST:8786 (needs the 'distributed' "
-                                "extra; start workers with --nthreads 1)")
-    execution.add_argument("--seed", type=_nonneg_int, default=0, metavar="S",
-                           help="base seed entering every cell's seed (default: %(default)s); one store holds "
-                                "one base seed per study")
-    execution.add_argument("--no-progress", dest="progress", action="store_false",
-                           help="no progress bar")
 
     lst = sub.add_parser("list", parents=[imports], help="list the studies",
                          description="List the registered studies: name, version, THEORY labels, number of "
@@ -142,7 +146,7 @@ def _parser():
     rpr.set_defaults(handler=_cmd_reproduce)
 
     fig = sub.add_parser(
-        "figure", parents=[execution, store, imports], help="draw figures from the stored results",
+        "figure", parents=[runopts, store, imports], help="draw figures from the stored results",
         description="Draw figures from the results in the store: NAME.png, NAME.pdf and NAME.json (the plotted "
                     "data with provenance) in OUT. Nothing is simulated unless --run is given, which first "
                     "computes (resumably) the cells of the studies the figures read.")
@@ -150,6 +154,7 @@ def _parser():
     fig.add_argument("--out", default="out", metavar="DIR", help="output directory (default: %(default)s)")
     fig.add_argument("--run", action="store_true", help="first compute the missing cells of the studies needed")
     fig.add_argument("--list", dest="list_only", action="store_true", help="list the figures and their studies")
+    _modes(fig, "full mode (default: per study, the complete mode in the store, full first; with --run: full)")
     fig.set_defaults(handler=_cmd_figure, mode=None)
 
     demo = sub.add_parser(
@@ -338,25 +343,19 @@ def _cmd_reproduce(args) -> int:
 
 
 def _figures(store, out: Path, mode: str, studies: list[str]) -> int:
-    """Hook: ``validation.figures.make_figures(store, out_dir, *, mode, studies) -> list[Path]`` when it exists."""
+    """Draw every figure whose studies were run (validation.figures.make_figures); 1 when one failed."""
+    from validation.figures import make_figures
+
     try:
-        figures = importlib.import_module("validation.figures")
-    except ModuleNotFoundError as exc:
-        if exc.name != "validation.figures":
-            raise
-        _info("figures: validation.figures does not exist yet; no figures drawn")
-        return 0
-    make = getattr(figures, "make_figures", None)
-    if make is None:
-        _info("figures: validation.figures has no make_figures(store, out_dir, *, mode, studies); no figures drawn")
-        return 0
-    try:
-        paths = make(store, out, mode=mode, studies=studies) or []
-    except Exception as exc:
+        paths = make_figures(store, out, mode=mode, studies=studies)
+    except Exception as exc:  # make_figures listed each failure already
         _err(f"figures failed: {type(exc).__name__}: {exc}")
         return 1
     for p in paths:
         _info(f"figure: {p}")
+    if not paths:
+        _info("figures: none drawn (no figure reads only the studies that were run; see "
+              f"'{PROG} figure --list')")
     return 0
 
 
