@@ -24,7 +24,7 @@ from ._study_helpers import relabel, run_cells
 
 pytestmark = pytest.mark.usefixtures("one_numba_thread")
 
-NAMES = ("rfa_bias_variance", "ra_unbiased", "lara_consistency", "ess_vs_proposal_mean", "rba_bias")
+NAMES = ("rfa_bias_variance", "ra_unbiased", "lara_consistency", "ess_vs_proposal_mean", "rba_bias", "estimator_mse")
 
 
 def assert_json(obj):
@@ -83,6 +83,7 @@ CHEAP_CELL = {
     "lara_consistency": lambda p: p["sweep"] == "C" and p["C"] == 2,
     "ess_vs_proposal_mean": lambda p: p["t"] == 0.5,
     "rba_bias": lambda p: p["part"] == "small",
+    "estimator_mse": lambda p: p["scale"] == "small" and p["variant"] == "rfa_positive",
 }
 
 
@@ -221,6 +222,101 @@ def test_rba_decrease_verdict_fails_when_p_is_mislabelled(quick_records):
     wrong = relabel(records, p=lambda p: flip.get(p["p"], p["p"]) if p["part"] == "mc" else p.get("p"))
     dec = [v for v in study.verdicts(wrong, "quick") if "decreases as the batch size" in v.claim]
     assert len(dec) == 2 and not any(v.passed for v in dec)
+
+
+# --- estimator_mse -------------------------------------------------------------------------------------------
+def _mse_verdicts(records, family_claim):
+    study = get_study("estimator_mse")
+    return [v for v in study.verdicts(records, "quick") if family_claim in v.claim]
+
+
+def test_estimator_mse_inputs_have_the_declared_weight_second_moment():
+    from attention_theory import bounds
+
+    study = get_study("estimator_mse")
+    for mode in ("quick", "full"):
+        for _, t16 in study.SCALES:
+            spec = study.inputs(mode, t16)
+            q, k, _ = est.synthetic_qkv(spec["n"], spec["m"], spec["d"], spec["dv"], spec["seed"], spec["t16_max"])
+            assert q.shape == k.shape == (spec["n"], study.D)
+            np.testing.assert_allclose(bounds.weight_second_moment(q, k, np.zeros(study.D)).max(), t16, rtol=1e-9)
+
+
+def test_estimator_mse_records_hold_the_squared_error_of_each_call(quick_records):
+    import attention_theory as at
+
+    study = get_study("estimator_mse")
+    records = quick_records("estimator_mse")
+    # the deterministic plug-in, recomputed directly from the library (no randomness involved)
+    rec = next(r for r in records
+               if r.params["variant"] == "lara_optimal_deterministic" and r.params["scale"] == "large")
+    spec = rec.params["inputs"]
+    q, k, v = est.synthetic_qkv(spec["n"], spec["m"], spec["d"], spec["dv"], spec["seed"], spec["t16_max"])
+    exact = at.softmax_attention(q, k, v)
+    expected = [np.mean((at.lara(q, k, v, num_proposals=c, rng=None, mode="deterministic", weights="optimal")
+                         - exact) ** 2) for c in rec.params["sizes"]]
+    np.testing.assert_allclose(rec.result["sq_err"][0], expected, rtol=1e-12)
+    # the summary is the mean over every call of every replicate, with a Student interval around it
+    rows = study.summarise(records)
+    for (scale, variant), row in rows.items():
+        recs = [r for r in records if r.params["scale"] == scale and r.params["variant"] == variant]
+        calls = np.array([c for r in recs for c in r.result["sq_err"]], dtype=float)
+        if variant.endswith("_deterministic"):
+            calls = calls[:1]
+        np.testing.assert_allclose(row["mse"], calls.mean(axis=0), rtol=1e-12)
+        assert np.all(np.asarray(row["mse_low"]) <= row["mse"]) and np.all(np.asarray(row["mse_high"]) >= row["mse"])
+    n = records[0].params["inputs"]["n"]
+    assert rows[("small", "rfa_positive")]["cost_per_query"] == [2.0 * s for s in records[0].params["sizes"]]
+    assert rows[("small", "randomized_attention")]["cost_per_query"] == [n * (s + 1.0) for s in
+                                                                         records[0].params["sizes"]]
+
+
+def test_estimator_mse_claims_and_information_lines(quick_records):
+    study = get_study("estimator_mse")
+    verdicts = study.verdicts(quick_records("estimator_mse"), "quick")
+    ra = [v for v in verdicts if v.claim.startswith("RA MSE decays")]
+    rfa = [v for v in verdicts if "RFA (positive features" in v.claim]
+    assert len(ra) == 3 and all(v.passed for v in ra)
+    # the RFA rate is a verdict only where T16 is moderate, information elsewhere (1 + 2 scales, 2 variants)
+    assert sum(v.passed is True for v in rfa) == 2 and sum(v.passed is None for v in rfa) == 4
+    for v in rfa:
+        assert (v.passed is None) == (v.details["t16_max_declared"] > study.RFA_RATE_T16)
+        assert v.details["t15_first_order_coefficient"] > 0
+    assert all(v.passed is None for v in verdicts if "trigonometric" in v.claim or "deterministic" in v.claim)
+    zero = next(v for v in verdicts if "p = N equals exact" in v.claim)
+    assert zero.passed and zero.measured <= study.ZERO_TOL
+    # RFA far from the 1/S regime at the largest T16: the measured slope is much shallower than -1 (reported)
+    large = next(v for v in rfa if v.details["scale"] == "large" and v.details["variant"] == "rfa_positive")
+    assert large.measured > -0.85
+
+
+def test_estimator_mse_rates_reject_relabelled_sample_sizes(quick_records):
+    records = quick_records("estimator_mse")
+    # the same measurements labelled with S^2 (R^2, C^2) instead of S: every slope halves
+    wrong = relabel(records, sizes=lambda p: [s * s for s in p["sizes"]])
+    ra = _mse_verdicts(wrong, "RA MSE decays")
+    rfa = [v for v in _mse_verdicts(wrong, "RFA (positive features") if v.passed is not None]
+    assert len(ra) == 3 and len(rfa) == 2
+    assert not any(v.passed for v in ra + rfa)
+    # sizes in reverse order: the MSE grows with C, and RBA at "p = N" holds the errors of p = 2
+    rev = relabel(records, sizes=lambda p: list(reversed(p["sizes"])))
+    lara = _mse_verdicts(rev, "self-normalised LARA")
+    assert len(lara) == 6 and not any(v.passed for v in lara)
+    zero = _mse_verdicts(rev, "p = N equals exact")
+    assert len(zero) == 1 and zero[0].passed is False
+
+
+def test_estimator_mse_ra_rate_rejects_a_biased_estimator(monkeypatch):
+    # negative control: randomized attention plus a constant 0.05 (MSE = var/R + 0.0025 levels off), re-measured
+    import attention_theory as at
+
+    study = get_study("estimator_mse")
+    true = at.randomized_attention
+    monkeypatch.setattr(at, "randomized_attention", lambda *a, **kw: true(*a, **kw) + 0.05)
+    cells = [c for c in study.cells("quick") if c.params["variant"] == "randomized_attention"]
+    ra = _mse_verdicts(run_cells(study, cells=cells), "RA MSE decays")
+    assert len(ra) == 3 and not any(v.passed for v in ra)
+    assert all(v.measured > -0.8 for v in ra)
 
 
 # --- slower: another base seed, full-size cheap studies ----------------------------------------------------------

@@ -28,28 +28,17 @@ from scipy import integrate, stats
 
 from particles import integrators
 from validation.studies import rbm
-from validation.study import REGISTRY, Record, Verdict, canonical, cell_seed, get_study
+from validation.study import REGISTRY, Record, Verdict, canonical, get_study
+
+from ._study_helpers import quick_records_of
 
 NAMES = ["rbm_strong_order", "rbm_batch_size", "rbm_particle_number", "rbm_uniform_in_time", "rbm_weak_order",
          "rbmr_order", "batch_force_lemma", "dyson_semicircle"]
 
-_QUICK: dict[str, list[Record]] = {}
-
-
-def _measure_all(study, mode="quick"):
-    out = []
-    for cell in study.cells(mode):
-        seed = cell_seed(study.name, study.version, cell.params, cell.replicate)
-        out.append(Record(params=cell.params, replicate=cell.replicate, seed=seed,
-                          result=study.measure(cell.params, seed)))
-    return out
-
 
 def quick_records(name):
-    """The quick records of a study, measured once per test session."""
-    if name not in _QUICK:
-        _QUICK[name] = _measure_all(get_study(name))
-    return _QUICK[name]
+    """The quick records of a study, measured once per test session (shared with the figure tests)."""
+    return quick_records_of(name)
 
 
 def _strict_json(obj):
@@ -346,6 +335,25 @@ def test_batch_force_lemma_rejects_the_factor_without_finite_population_correcti
     monkeypatch.setattr(integrators, "batch_variance_factor", lambda n, p: 1.0 / (p - 1))
     bad = st.verdicts(records, "quick")
     assert not any(v.passed for v in bad if v.claim.startswith("E|chi_i|^2"))
+
+
+def test_dyson_stores_histograms_of_the_saved_states():
+    """The per-time histograms (for the figures) count the block's particles, and their second moment agrees
+    with the stored m2(t) of the same states up to the binning (bins of width 0.1)."""
+    st = get_study("dyson_semicircle")
+    for rec in quick_records(st.name):
+        res, n, R = rec.result, rec.params["N"], rec.params["R"]
+        edges = np.asarray(res["hist_edges"])
+        counts = np.asarray(res["hist_counts"])
+        np.testing.assert_allclose(edges, np.linspace(-st.HIST_RANGE, st.HIST_RANGE, st.HIST_BINS + 1))
+        assert counts.shape == (len(res["t"]), st.HIST_BINS) and counts.dtype.kind == "i" and counts.min() >= 0
+        assert res["hist_n"] == n * R
+        inside = counts.sum(axis=1) / res["hist_n"]
+        assert np.all(inside <= 1) and np.all(inside[np.asarray(res["t"]) >= 1.0] > 0.995)
+        mid = 0.5 * (edges[1:] + edges[:-1])
+        m2_hist = counts @ mid**2 / counts.sum(axis=1)
+        late = np.asarray(res["t"]) >= 1.0
+        np.testing.assert_allclose(m2_hist[late], np.asarray(res["m2_t"])[late], atol=0.03)
 
 
 @pytest.mark.statistical

@@ -1042,6 +1042,13 @@ class DysonSemicircle(Study):
     full step at equal accuracy (the kernel is outside the bounded-K
     assumptions of T4).
 
+    Stored for the figures (version 2): at every saved time, the histogram of
+    the block's particles (all replicas pooled) on ``HIST_BINS`` equal bins of
+    [-``HIST_RANGE``, ``HIST_RANGE``] (``hist_counts``, shape (saves, bins);
+    ``hist_n`` = R N samples per save, those outside the range included), so
+    that the relaxation from the Gaussian initial law to the semicircle can be
+    drawn at several times without storing the states.
+
     Replicas per block scale like N^-2 (:meth:`replicas_for`): the spread of a
     replica's time-averaged m2 is ~ 1/N and the cost of RBM-1 (dt ~ 1/N) is ~
     N^2, so every N gets the same precision for the same cost.
@@ -1083,7 +1090,7 @@ class DysonSemicircle(Study):
     """
 
     name = "dyson_semicircle"
-    version = 1
+    version = 2
     title = "Dyson Brownian motion (full and RBM-1) vs the semicircle; stationary second-moment identity"
     labels = ("T1", "T2")
     KS_THRESHOLD = 0.02
@@ -1095,6 +1102,9 @@ class DysonSemicircle(Study):
             "R_at_64": 8, "R_max": 64, "full_dt": 1e-3, "rbm_dt_times_N": 2.0**-8, "coarse_N": 64, "coarse_dt": 1e-3}
     BLOCKS = {"quick": 2, "full": 4}
     R_MIN = 4
+    #: Histograms of the saved states (figures): bins of [-HIST_RANGE, HIST_RANGE] (the support is +-sqrt 2).
+    HIST_BINS = 40
+    HIST_RANGE = 2.0
 
     @classmethod
     def replicas_for(cls, n, c):
@@ -1131,12 +1141,15 @@ class DysonSemicircle(Study):
         st = xs[tr.t >= params["t_burn"] - 1e-9]
         m2 = np.mean(st**2, axis=2)  # (S', R)
         A, B = _dyson_pair_stats(system, st, params["method"], params["p"] or n)
+        edges = np.linspace(-self.HIST_RANGE, self.HIST_RANGE, self.HIST_BINS + 1)
+        counts = np.stack([np.histogram(xs[k], bins=edges)[0] for k in range(xs.shape[0])]).astype(np.int64)
         return {
             "ks_replica": [kolmogorov_distance(st[:, r]) for r in range(R)], "ks_block": kolmogorov_distance(st),
             "m2": m2.mean(axis=0).tolist(), "A": A.mean(axis=0).tolist(), "B": B.mean(axis=0).tolist(),
             "saves_used": int(st.shape[0]), "finite": bool(np.all(np.isfinite(xs))),
             "t": tr.t.tolist(), "ks_t": [kolmogorov_distance(xs[k]) for k in range(xs.shape[0])],
             "m2_t": np.mean(xs**2, axis=(1, 2)).tolist(),
+            "hist_edges": edges.tolist(), "hist_counts": counts.tolist(), "hist_n": int(R * n),
         }
 
     @staticmethod
