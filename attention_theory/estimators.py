@@ -81,6 +81,8 @@ __all__ = [
 
 #: Default cap on the number of scores (floats) held at once by the quadratic estimators (128 MiB).
 MAX_SCORES = 2**24
+#: Compute backends of :func:`softmax_attention` and :func:`random_batch_attention`.
+_BACKENDS = ("cpu", "cuda")
 
 _LOG_2PI = math.log(2.0 * math.pi)
 #: Floor applied to the "optimal" LARA weights, as in the authors' code (``clamp(min=1e-8)``).
@@ -544,7 +546,7 @@ def snis_attention(q, k, v, w, log_proposal, *, log_alpha=None, normalization="s
 # ---------------------------------------------------------------------------
 # estimators
 # ---------------------------------------------------------------------------
-def softmax_attention(q, k, v, *, max_scores=MAX_SCORES):
+def softmax_attention(q, k, v, *, max_scores=MAX_SCORES, backend="cpu"):
     r"""Exact softmax attention (T7), chunked and in log space.
 
     :math:`\mathrm{Attn}_n = \sum_m \mathrm{softmax}_m(q_n\cdot k_m)\, v_m`.
@@ -563,6 +565,10 @@ def softmax_attention(q, k, v, *, max_scores=MAX_SCORES):
     v : array_like, shape (M, dv)
     max_scores : int, default 2**24
         Memory cap, in number of float64 scores (2**24 = 128 MiB).
+    backend : {"cpu", "cuda"}
+        ``"cuda"``: one GPU thread per query, two passes over the keys (no
+        score matrix, ``max_scores`` unused); needs numba-cuda and a GPU (or
+        the CUDA simulator). Agrees with ``"cpu"`` to rounding.
 
     Returns
     -------
@@ -575,6 +581,10 @@ def softmax_attention(q, k, v, *, max_scores=MAX_SCORES):
     """
     q, k, v = check_qkv(q, k, v)
     max_scores = _check_max_scores(max_scores)
+    if check_choice("backend", backend, _BACKENDS) == "cuda":
+        from attention_theory import _rba_cuda
+
+        return _rba_cuda.softmax_attention(q, k, v)
     return _softmax_pass(q, k, v, None, max_scores)[1]
 
 
@@ -856,17 +866,21 @@ def _check_batch_args(q, k, v, batch_size):
     return q, k, v, p
 
 
-def _run_batches(q, k, v, p, rng, include_self, normalize):
+def _run_batches(q, k, v, p, rng, include_self, normalize, backend="cpu"):
     import particles
     from attention_theory import _rba
 
+    if backend == "cuda":  # the same partition, built on the device
+        from attention_theory import _rba_cuda
+
+        return _rba_cuda.random_batch_attention(q, k, v, seed_from(rng), p, include_self, normalize)
     part = particles.partition(q.shape[0], p, seed=seed_from(rng), step=0)
     perm = np.ascontiguousarray(part.perm, dtype=np.int64)
     bounds = np.ascontiguousarray(part.bounds, dtype=np.int64)
     return _rba.run(q, k, v, perm, bounds, include_self, normalize)
 
 
-def random_batch_attention(q, k, v, *, batch_size, rng, include_self=True):
+def random_batch_attention(q, k, v, *, batch_size, rng, include_self=True, backend="cpu"):
     r"""Random batch attention, RBA (T18; Liu, Ma, Jin, Wang, arXiv 2511.06044).
 
     .. math:: \mathrm{RBA}_i = \sum_{j\in C(i)} \mathrm{softmax}_{j\in C(i)}(q_i\cdot k_j)\, v_j
@@ -894,6 +908,10 @@ def random_batch_attention(q, k, v, *, batch_size, rng, include_self=True):
     rng : int or numpy.random.Generator
     include_self : bool
         False drops j = i from the batch softmax of token i.
+    backend : {"cpu", "cuda"}
+        ``"cuda"``: the partition is built on the GPU (the same integers) and one
+        GPU thread computes each token; needs numba-cuda and a GPU (or the CUDA
+        simulator). Agrees with ``"cpu"`` to rounding.
 
     Returns
     -------
@@ -906,7 +924,8 @@ def random_batch_attention(q, k, v, *, batch_size, rng, include_self=True):
     """
     q, k, v, p = _check_batch_args(q, k, v, batch_size)
     include_self = check_bool("include_self", include_self)
-    return _run_batches(q, k, v, p, rng, include_self, True)
+    backend = check_choice("backend", backend, _BACKENDS)
+    return _run_batches(q, k, v, p, rng, include_self, True, backend)
 
 
 def _warn_overflow(name, out):

@@ -108,8 +108,10 @@ def _backend(name):
         from particles.backends import reference
 
         return reference
-    raise ValueError("backend='cuda' is not available in this version of the engine (it is planned); "
-                     "use backend='cpu' or backend='reference'")
+    from particles.backends import cuda  # numba-cuda: imported only when asked for
+
+    cuda.require()  # ImportError / RuntimeError saying how to install numba-cuda or enable the simulator
+    return cuda
 
 
 def _check_system(system):
@@ -150,7 +152,7 @@ def solve(system, x0, *, t_end, dt, method="full", batch_size=None, seed=0, back
     batch_size : int, optional
         p, with 2 <= p <= N; required for the random-batch methods.
         Batches have size p or p + 1 when p does not divide N, each with the
-        weight 1/(|C| - 1) of its actual size.
+        weight ``1/(|C| - 1)`` of its actual size.
     seed : int
         0 <= seed < 2**64. Determines the noise and the batches.
     backend : {"cpu", "reference", "cuda"}

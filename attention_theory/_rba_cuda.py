@@ -1,0 +1,139 @@
+"""CUDA kernels of random batch attention (T18) and of exact softmax attention (T7).
+
+Imported lazily by :mod:`attention_theory.estimators` for ``backend="cuda"``.
+The host side follows the ``particles`` CUDA backend
+(:mod:`particles.backends.cuda`): its checks (numba-cuda installed, a GPU or
+the simulator), its counted transfers, its launcher and its compilation
+helpers; the kernels below are plain Python bound to its namespace (``cuda``,
+``batch_span``, and ``DV``, the value dimension, a compile-time constant for
+the per-thread accumulator).
+
+- :func:`k_rba`: one thread per query position of the RBM-1 permutation,
+  built on the device (the same integers as :func:`particles.partition`);
+  the thread's batch is a slice of the permutation. Two passes over the
+  batch, as in :func:`attention_theory._rba.one_batch`: the maximum score,
+  then the exponentials and the weighted values, with the same sums in the
+  same order, so the result agrees with the CPU kernel to rounding.
+- :func:`k_softmax`: one thread per query, two passes over all keys (the
+  maximum score, then exp(score - max) and the weighted values); no score
+  matrix is stored. The CPU version uses BLAS products, so the two agree to
+  rounding (summation order), not bit for bit.
+"""
+# ruff: noqa: F821  (cuda, batch_span and DV are bound by the compiler)
+
+from __future__ import annotations
+
+import math
+import threading
+
+import numpy as np
+
+_lock = threading.RLock()
+_compiled: dict = {}
+
+
+def k_rba(q, k, v, idx, nbat, include_self, normalize, out):
+    pos = cuda.grid(1)
+    n = q.shape[0]
+    if pos < n:
+        start, stop = batch_span(pos, n, nbat)
+        i = idx[0, pos]
+        d = q.shape[1]
+        dv = v.shape[1]
+        m = -np.inf
+        for jj in range(start, stop):
+            if include_self or jj != pos:
+                j = idx[0, jj]
+                s = 0.0
+                for t in range(d):
+                    s += q[i, t] * k[j, t]
+                if s > m:
+                    m = s
+        acc = cuda.local.array(DV, np.float64)
+        for t in range(dv):
+            acc[t] = 0.0
+        den = 0.0
+        for jj in range(start, stop):
+            if not include_self and jj == pos:
+                continue
+            j = idx[0, jj]
+            s = 0.0
+            for t in range(d):
+                s += q[i, t] * k[j, t]
+            wj = math.exp(s - m)
+            den += wj
+            for t in range(dv):
+                acc[t] += wj * v[j, t]
+        if normalize:
+            scale = 1.0 / den
+        else:
+            scale = math.exp(m) / (stop - start - 1)
+        for t in range(dv):
+            out[i, t] = acc[t] * scale
+
+
+def k_softmax(q, k, v, out):
+    i = cuda.grid(1)
+    n = q.shape[0]
+    if i < n:
+        M = k.shape[0]
+        d = q.shape[1]
+        dv = v.shape[1]
+        m = -np.inf
+        for j in range(M):
+            s = 0.0
+            for t in range(d):
+                s += q[i, t] * k[j, t]
+            if s > m:
+                m = s
+        acc = cuda.local.array(DV, np.float64)
+        for t in range(dv):
+            acc[t] = 0.0
+        den = 0.0
+        for j in range(M):
+            s = 0.0
+            for t in range(d):
+                s += q[i, t] * k[j, t]
+            w = math.exp(s - m)
+            den += w
+            for t in range(dv):
+                acc[t] += w * v[j, t]
+        for t in range(dv):
+            out[i, t] = acc[t] / den
+
+
+def _kernels(dv):
+    from particles.backends import cuda as backend
+
+    with _lock:
+        if dv not in _compiled:
+            ns = backend.namespace("attention_estimators", DV=int(dv))
+            _compiled[dv] = backend.compile_kernels([k_rba, k_softmax], ns, "attention_estimators")
+        return _compiled[dv]
+
+
+def random_batch_attention(q, k, v, seed, p, include_self, normalize):
+    """RBA (or the unnormalised batch sum) inside the batches of ``particles.partition(N, p, seed=seed)``."""
+    from particles.backends import cuda as backend
+
+    backend.require()
+    n, dv = q.shape[0], v.shape[1]
+    kern = _kernels(dv)
+    dq, dk, dvv = backend.to_device(q), backend.to_device(k), backend.to_device(v)
+    idx = backend.device_permutation(seed, 0, n)
+    dout = backend.empty((n, dv))
+    backend.launch(kern.k_rba, n, dq, dk, dvv, idx, n // p, include_self, normalize, dout)
+    return backend.to_host(dout, np.empty((n, dv)))
+
+
+def softmax_attention(q, k, v):
+    """Exact softmax attention, one thread per query."""
+    from particles.backends import cuda as backend
+
+    backend.require()
+    n, dv = q.shape[0], v.shape[1]
+    kern = _kernels(dv)
+    dq, dk, dvv = backend.to_device(q), backend.to_device(k), backend.to_device(v)
+    dout = backend.empty((n, dv))
+    backend.launch(kern.k_softmax, n, dq, dk, dvv, dout)
+    return backend.to_host(dout, np.empty((n, dv)))
