@@ -27,7 +27,7 @@ Usage
 Notation
 --------
 Dimension-free results are written in *invariant symbols*: ``xy`` stands for
-the inner product x.y, ``xx`` for |x|^2, ``amu`` for a.mu and so on. The
+the inner product x.y, ``xx`` for ``|x|^2``, ``amu`` for a.mu and so on. The
 ``vector_function`` of a derivation evaluates the result on arrays of shape
 ``(..., d)`` by computing the invariants with NumPy.
 
@@ -116,11 +116,11 @@ batch sizes are p or p+1 and the factor becomes ``E[1/(|C(i)|-1)] - 1/(N-1)``
 
 References
 ----------
-K. Choromanski et al., "Rethinking attention with Performers", ICLR 2021 (T8-T10).
-L. Zheng, C. Wang, L. Kong, "Linear complexity randomized self-attention
-mechanism", ICML 2022, arXiv:2204.04667 (T11-T16).
-S. Jin, L. Li, J.-G. Liu, "Random batch methods (RBM) for interacting particle
-systems", J. Comput. Phys. 400 (2020) 108877 (T3).
+- K. Choromanski et al., "Rethinking attention with Performers", ICLR 2021 (T8-T10).
+- L. Zheng, C. Wang, L. Kong, "Linear complexity randomized self-attention
+  mechanism", ICML 2022, arXiv:2204.04667 (T11-T16).
+- S. Jin, L. Li, J.-G. Liu, "Random batch methods (RBM) for interacting particle
+  systems", J. Comput. Phys. 400 (2020) 108877 (T3).
 """
 
 from __future__ import annotations

@@ -121,7 +121,7 @@ SCHEMES = {s.name: s for s in (EULER, HEUN, RK4)}
 
 
 def batch_variance_factor(n: int, p: int) -> float:
-    """E[1/(|C(i)|-1)] - 1/(N-1) for the RBM-1 partition of n into n // p batches.
+    """``E[1/(|C(i)|-1)] - 1/(N-1)`` for the RBM-1 partition of n into n // p batches.
 
     The batch-force lemma (T3) reads E|chi_i|^2 = factor * Lambda_i. When p
     divides n this is 1/(p-1) - 1/(n-1); otherwise the batch of particle i

@@ -268,9 +268,9 @@ class UnbiasednessTest:
         Standardized deviations ``(mean - target) / (sd / sqrt(n))`` for every
         method (0 or +-inf on constant coordinates).
     max_abs_z : float
-        The largest |z|.
+        The largest ``|z|``.
     worst_index : tuple of int
-        Index (into one sample) of the coordinate with the largest |z|.
+        Index (into one sample) of the coordinate with the largest ``|z|``.
     worst_z : float
         Its signed z.
     worst_p : float

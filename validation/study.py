@@ -108,8 +108,8 @@ class Verdict:
 class Study:
     """Base class of a study. Subclasses set the class attributes and implement three methods.
 
-    Class attributes
-    ----------------
+    Attributes
+    ----------
     name : str
         Unique identifier (used on the command line and in the store).
     version : int

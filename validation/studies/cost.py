@@ -28,7 +28,7 @@ allocating the output, O(N d) each, are amortised; the time per step is the
 call's time divided by the number of steps.
 
 What is measured, per cell (kind, N)
------------------------------------
+------------------------------------
 - **time**: one warm-up call at the same size first (Numba compilation or
   loading from the on-disk cache, first touch of the memory; its time is
   stored as ``first_call_seconds``), then ``repeats`` timed calls

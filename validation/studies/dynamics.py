@@ -109,7 +109,7 @@ def _sa_force(x, beta):
 
 
 def averaged_pair_force(x, beta):
-    r"""SA force averaged over the RBM-1 partitions into pairs (p = 2, n even), Q = K = V = I, |x_i| = 1.
+    r"""SA force averaged over the RBM-1 partitions into pairs (p = 2, n even), Q = K = V = I, ``|x_i|`` = 1.
 
     In a pair {i, j} the batch softmax gives token i the force
     :math:`P_{x_i}(x_j)\,/(1 + e^{\beta(1 - x_i\cdot x_j)})` (its own term is
@@ -151,7 +151,7 @@ class EquiangularODEStudy(Study):
 
     Verdicts:
 
-    - per case, at dt = 0.01: max over time and pairs of |<x_i, x_j> - gamma|
+    - per case, at dt = 0.01: max over time and pairs of ``|<x_i, x_j> - gamma|``
       below ``TOL`` = 1e-7 (measured: about 5e-11 for SA, 4e-10 for USA up to
       beta = 1, 2e-8 for USA at beta = 2, where the collapse rate 2 e^2 ~ 15
       makes the ODE stiff for dt = 0.01; USA with larger beta needs dt ~ e^-beta
@@ -465,7 +465,7 @@ class SAFloorVsUSAStudy(Study):
     tau = 2^-2 .. 2^-8 (2^-10 in full mode) the full dynamics and RBM-1 with
     batch size p are both integrated by explicit Euler with h = tau (one
     reshuffle per step, THEORY A2), and the error is the RMS over tokens and
-    initialisations of |x_RBM(T) - x_full(T)|. The per-initialisation squared
+    initialisations of ``|x_RBM(T) - x_full(T)|``. The per-initialisation squared
     errors give bootstrap intervals (:func:`validation.rates.fit_rate`).
 
     - USA is an IPS of form T1 (B5): the batch force is unbiased and the

@@ -192,7 +192,7 @@ class RFABiasVarianceStudy(Study):
 
     Measured at each S: the bias projected on the unit vector u of the
     predicted bias coefficient (one scalar, the most sensitive linear
-    functional; its prediction is |c_b|/S with c_b = S * bias of T15), and the
+    functional; its prediction is ``|c_b|``/S with c_b = S * bias of T15), and the
     trace of the covariance of the output (prediction: sum of the T15
     variances / S). Replicates are independent feature draws; levels are
     independent (no common random numbers), so the regression interval of
@@ -213,7 +213,7 @@ class RFABiasVarianceStudy(Study):
     title = "RFA bias and variance vs the number of random features S (T15, first order)"
     labels = ("T15", "T16")
 
-    #: seed 1: a token set whose bias is well above the noise (r = |c_b| / (sqrt(S) sd of the projected error)
+    #: seed 1: a token set whose bias is well above the noise (r = ``|c_b|`` / (sqrt(S) sd of the projected error)
     #: is about 1.1; the median over random token sets is about 0.7 and the projected bias then needs 3x the draws)
     INPUTS = {"n": 8, "m": 16, "d": 2, "dv": 2, "seed": 1, "t16_max": 1.3}
     SLOPE_TOL = 0.15
@@ -678,9 +678,9 @@ class RBABiasStudy(Study):
     Tokens x_i, q = k = v = x (self-attention with identity matrices, as in
     the dynamics of Part C).
 
-    - Monte Carlo, N = 64 tokens on the sphere of radius 1 (|x|^2 = 1), d = 3,
+    - Monte Carlo, N = 64 tokens on the sphere of radius 1 (``|x|^2`` = 1), d = 3,
       with and without the token itself: the RMS over tokens of the bias
-      vector, debiased for Monte Carlo noise (|mean error|^2 minus its
+      vector, debiased for Monte Carlo noise (``|mean error|^2`` minus its
       variance / n). Verdicts: it decreases with p (every step down, and the
       log-log slope's 95% interval below 0, the interval from a parametric
       bootstrap of the per-coordinate means); the slope itself is
@@ -688,7 +688,7 @@ class RBABiasStudy(Study):
       the token itself and -1.46 without it; the batch-force lemma T3
       suggests a factor 1/p - 1/N, which steepens the slope near p = N, so
       the slope against 1/p - 1/N is reported too). At p = N the estimator equals
-      exact attention to rounding (max |error| <= 1e-12).
+      exact attention to rounding (max ``|error|`` <= 1e-12).
     - Exact enumeration (:func:`attention_theory.bounds.rba_exact_bias`),
       N = 7 tokens (batches of 2, 2, 3 at p = 2: the uneven RBM-1 partition),
       against Monte Carlo: z-test per output coordinate, Bonferroni at
@@ -696,14 +696,14 @@ class RBABiasStudy(Study):
       p = 2 to p = 3 and is exactly zero at p = N.
     - THEORY B5 says the bias is "much larger when the token itself is
       included". Exact enumeration (N = 7, p = 2, d = 3, 4 token sets per
-      regime) shows that this depends on the score scale |x|^2 = q_i.k_i:
+      regime) shows that this depends on the score scale ``|x|^2`` = q_i.k_i:
       true for small scores (softmax weights nearly uniform: including
       itself adds weight about 1/p - 1/N to v_i, a first-order bias, while
       the batch mean without i is unbiased to first order), reversed for
       large scores (the batch without i loses the nearest neighbours that
       dominate the full softmax, while with i the self term dominates both
       the batch and the full softmax). Measured ratios RMS bias with self /
-      without: 4.4-5.9 at |x|^2 = 0.25, 1.2-1.7 at 1, 0.51-0.74 at 2,
+      without: 4.4-5.9 at ``|x|^2`` = 0.25, 1.2-1.7 at 1, 0.51-0.74 at 2,
       0.18-0.30 at 4, and 0.33-0.44 for Gaussian tokens N(0, I_2) (4 token
       sets each). Both statements are verdicts with their regime in the
       claim.
@@ -993,7 +993,7 @@ class EstimatorMSEStudy(Study):
     few tens), 8 (medium: measured S * MSE of RFA still growing at S = 256,
     about half the T15 coefficient there) and 64 (large: heavy-tailed
     weights). Each panel of the figure states the RMS norms and the largest
-    |q.k|.
+    ``|q.k|``.
 
     "Samples" is the size parameter of each family (``MSE_SAMPLE_MEANING``):
 

@@ -24,7 +24,7 @@ Studies (THEORY labels)
 ``rbm_uniform_in_time`` (T4)
     Strong error vs the horizon T: no growth (``RBM1.time_uniform``).
 ``rbm_weak_order`` (T5)
-    |E phi(X_RBM(T)) - E phi(X(T))| vs tau: slope = ``RBM1.weak_order``.
+    ``|E phi(X_RBM(T)) - E phi(X(T))|`` vs tau: slope = ``RBM1.weak_order``.
 ``rbmr_order`` (T6)
     RBM with replacement vs tau with and without noise: the error decays at
     least as fast as the declared W2 orders ``RBMR.w2_order_noisy`` and
@@ -493,9 +493,9 @@ def _weak_slope_interval(levels, mean, cov_mean, n_boot=4000):
 
 @register
 class RBMWeakOrder(Study):
-    r"""Weak order of RBM-1 in tau (T5): |E phi(Xtilde(T)) - E phi(X(T))| = O(tau).
+    r"""Weak order of RBM-1 in tau (T5): ``|E phi(Xtilde(T)) - E phi(X(T))|`` = O(tau).
 
-    Test function phi(X) = (1/N) sum_i |X^i|^2 (smooth, and the quantity the
+    Test function phi(X) = (1/N) sum_i ``|X^i|^2`` (smooth, and the quantity the
     extra diffusion of the random batch force moves first); phi(X) =
     (1/N) sum_i cos(X^i) is reported as an informational second one.
 
@@ -516,7 +516,7 @@ class RBMWeakOrder(Study):
     Gaussian parametric bootstrap from the pooled mean and covariance (the
     levels are correlated through the common random numbers).
 
-    Verdict: the slope of log|weak error| vs log tau, with its 95% interval
+    Verdict: the slope of log ``|weak error|`` vs log tau, with its 95% interval
     widened by ``TOL`` = 0.2, contains ``RBM1.weak_order``. The rate is only
     *resolved* when every level's weak error is at least ``Z_RESOLVED`` = 3
     standard errors from zero; otherwise the quick verdict is informational
@@ -744,7 +744,7 @@ class BatchForceLemma(Study):
     kernel with L = 0.6. Broadcasting x to shape (R, N, d) gives R independent
     RBM-1 partitions in one :func:`particles.drift` call (replica r uses its
     own permutation stream). chi_i = batch force - full force (the drift b
-    cancels). With S_r = (1/N) sum_i |chi_i^r|^2 per partition, T3 predicts
+    cancels). With S_r = (1/N) sum_i ``|chi_i^r|^2`` per partition, T3 predicts
 
         E chi_i = 0,    E S = batch_variance_factor(N, p) * (1/N) sum_i Lambda_i,
 
@@ -761,13 +761,13 @@ class BatchForceLemma(Study):
 
     Negative controls (power), at the same thresholds, for every p:
 
-    - the mean-zero test must reject the wrong batch weight 1/|C| instead of
-      1/(|C|-1) (the batch sum times (p-1)/p, biased by -Kbar_i/p);
+    - the mean-zero test must reject the wrong batch weight 1/``|C|`` instead of
+      1/(``|C|``-1) (the batch sum times (p-1)/p, biased by -Kbar_i/p);
     - the second-moment test must reject the textbook factor 1/(p-1) without
       the finite-population correction -1/(N-1) (relative error
       (p-1)/(N-p): 0.85% at p = 2, N = 120). The wrong weight is no good
       control here: its second moment differs from the right one by
-      -2 factor Lambda/p + |Kbar|^2/p^2, which nearly vanishes at large p
+      -2 factor Lambda/p + ``|Kbar|^2``/p^2, which nearly vanishes at large p
       (measured z = -3.7 at p = 60, N = 120).
 
     Batch sizes divide N, so every batch has size p.
@@ -797,7 +797,7 @@ class BatchForceLemma(Study):
 
     @staticmethod
     def lambdas(system, x):
-        """Lambda_i of T3: (1/(N-2)) sum_{j != i} |K_ij - Kbar_i|^2."""
+        """Lambda_i of T3: (1/(N-2)) sum_{j != i} ``|K_ij - Kbar_i|^2``."""
         n = x.shape[0]
         K = system.kernel_np(x[:, None, :], x[None, :, :], system.params)
         K[np.arange(n), np.arange(n)] = 0.0
@@ -923,7 +923,7 @@ def semicircle_cdf(x):
 
 
 def kolmogorov_distance(samples, cdf=semicircle_cdf):
-    """sup_x |F_n(x) - F(x)| of the empirical CDF of ``samples`` (any shape, flattened) against ``cdf``."""
+    """sup_x ``|F_n(x) - F(x)|`` of the empirical CDF of ``samples`` (any shape, flattened) against ``cdf``."""
     s = np.sort(np.asarray(samples, dtype=np.float64).ravel())
     n = s.size
     f = cdf(s)
@@ -943,7 +943,7 @@ def dyson_stationary_second_moment(n, dt=0.0, pair_term=None, force_sq=None):
     For the full system, F_i = (1/N) sum_{j != i} 1/(l_i - l_j), and pairing
     (i, j) with (j, i): sum_i l_i F_i = (1/N) sum_{i<j} (l_i - l_j)/(l_i - l_j)
     = (N-1)/2. For RBM-1 (normalisation c_N = (N-1)/N, batch weight
-    1/(|C|-1)): sum_i l_i F_i = c_N sum_batches (1/(|C|-1)) |C|(|C|-1)/2 =
+    1/(``|C|``-1)): sum_i l_i F_i = c_N sum_batches (1/(``|C|``-1)) ``|C|(|C|-1)/2`` =
     c_N N/2 = (N-1)/2, for EVERY partition. Either way A = (N-1)/(2N), and
     the stationary value is E m2 = A + 1/(2N) = 1/2, for every N and both
     methods. (With the regularised kernel z/(z^2 + eps^2) each pair
