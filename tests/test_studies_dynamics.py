@@ -378,6 +378,31 @@ def test_circle_theory_rule_needs_an_identified_mode():
     assert v.passed is True
 
 
+def test_circle_theory_rule_is_bonferroni_corrected_over_the_stated_betas():
+    # two stated betas (4 and 9): each bound at level 1 - 0.05/2 (z = 1.960, not 1.645). Mode 2 at beta = 4,
+    # n2 vs n3 of 48, z = (p1 - p2) / sqrt((p1 + p2 - (p1 - p2)^2) / 48), computed by hand:
+    # 31 vs 17: z = 2.113 passes at both levels; 29 vs 19: z = 1.476 fails at both;
+    # 30 vs 18: z = 1.789 passes at an uncorrected 95% but not at 97.5%, so FAIL
+    study = get_study("circle_clusters")
+    snap = {"t": [0.0], "theta": [[0.0] * 32], "count": [1]}
+
+    def verdict4(n2, n3):
+        recs = []
+        for beta, last in ((4.0, [0, n2, n3]), (9.0, [0, 3, 40, 5])):
+            params = {"kind": "SA", "beta": beta, "n": 32, "R": 48, "T": 30.0, "dt": 0.1, "save": 0.5, "eps": 1e-3}
+            result = {"t": [0.0, 30.0], "count_hist": [[0] * 31 + [48], last], "delta": 0.0447, "snapshot": snap}
+            recs.append(Record(params, 0, 1, result))
+        graded = [v for v in study.verdicts(recs, "quick") if v.passed is not None]
+        assert len(graded) == 2
+        return next(v for v in graded if "beta = 4" in v.claim)
+
+    assert verdict4(31, 17).passed
+    assert not verdict4(29, 19).passed
+    v = verdict4(30, 18)
+    assert v.passed is False and "Bonferroni" in v.rule
+    assert abs(v.details["lower_bound_difference"] - (0.25 - 1.959964 * 0.139754)) < 1e-5
+
+
 @pytest.mark.parametrize("name, params", [
     ("phase_diagram", {"kind": "SA", "d": 3, "beta": 2.0, "n": 8, "R": 3, "T": 5.0, "dt": 0.1, "eps": 1e-3}),
     ("circle_clusters", {"kind": "SA", "beta": 4.0, "n": 8, "R": 3, "T": 5.0, "dt": 0.1, "save": 0.5, "eps": 1e-3}),
