@@ -49,6 +49,8 @@ class Plan:
     sphere: bool
     A: np.ndarray
     B: np.ndarray
+    scheme: str = "euler"  # name of the one-step scheme (integrators.SCHEMES)
+    project: bool = False  # forces projected on the tangent space (sphere and a projected scheme)
 
 
 @dataclass(frozen=True)
@@ -214,7 +216,8 @@ def solve(system, x0, *, t_end, dt, method="full", batch_size=None, seed=0, back
     A, B = _tableau(scheme_obj)
     plan = Plan(method=method, nsteps=nsteps, save_every=save_every, tau_steps=tau_steps, nfine=nfine, dt=dt,
                 noise_dt=noise_dt, scale=sigma * math.sqrt(noise_dt), coupling=system.coupling_for(N),
-                batch_size=p, seed=seed, sphere=system.sphere, A=A, B=B)
+                batch_size=p, seed=seed, sphere=system.sphere, A=A, B=B, scheme=scheme_obj.name,
+                project=system.sphere)
     traj = np.empty((nsave, R, N, d))
     x = x.copy()
     bk.run(system, x, traj, plan)
