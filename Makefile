@@ -36,7 +36,8 @@ bench: $(STAMP)
 
 # The documentation (docs/_build/html): every study in quick mode into docs/_build/validation (resumable;
 # exit status 1 = a verdict failed or a study is incomplete: the pages show it, and with PA_DOCS_STRICT=1 a
-# missing, errored or incomplete study is a Sphinx warning), then Sphinx with warnings as errors.
+# missing, errored or incomplete study is a Sphinx warning), then Sphinx with warnings as errors, then a check that
+# no page loads anything from the network (MathJax is served from the build).
 DOCS_STAMP := $(VENV)/.installed-docs
 
 $(DOCS_STAMP): $(BIN)/python pyproject.toml
@@ -47,6 +48,7 @@ $(DOCS_STAMP): $(BIN)/python pyproject.toml
 docs: $(DOCS_STAMP)
 	$(BIN)/python -m validation reproduce --quick --out docs/_build/validation --no-progress || [ $$? -eq 1 ]
 	PA_DOCS_STRICT=1 $(BIN)/sphinx-build -E -W --keep-going -b html docs docs/_build/html
+	$(BIN)/python docs/_ext/check_offline.py docs/_build/html
 
 clean:
 	rm -rf $(VENV) .numba_cache out .pytest_cache .hypothesis

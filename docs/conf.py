@@ -35,6 +35,13 @@ import padocs  # noqa: E402  (docs/_ext, after the path is set)
 os.environ.setdefault("PA_DOCS_STORE", str(DOCS / "_build" / "validation" / "results.sqlite"))
 os.environ.setdefault("PA_DOCS_FIGURES", str(DOCS / "_build" / "gallery_figures"))
 validation_store = os.environ["PA_DOCS_STORE"]
+if not Path(validation_store).is_file():
+    # A plain sphinx-build without the studies: one line saying what to run. Sphinx turns any exception or
+    # sys.exit() raised here into a page-long crash report, hence the direct exit (nothing is open yet).
+    sys.stderr.write(f"docs: no results store at {validation_store}; build the documentation with `make docs` "
+                     "(it computes the studies in quick mode first), or set PA_DOCS_STORE to a store\n")
+    sys.stderr.flush()
+    os._exit(2)
 validation_mode = "quick"
 # PA_DOCS_STRICT=1 (set by ``make docs``): a missing store, or a study that errored or is incomplete, is a
 # Sphinx warning (hence an error under -W). Failed verdicts are never build errors: the pages show them.
@@ -58,6 +65,8 @@ extensions = [
     "sphinx.ext.autodoc",
     "sphinx.ext.autosummary",
     "sphinx.ext.mathjax",
+    # serves MathJax 3 from the built docs (_static/mathjax) instead of a CDN: the pages render math offline
+    "sphinx-mathjax-offline",
     "sphinx.ext.intersphinx",
     "sphinx.ext.viewcode",
     "numpydoc",
@@ -91,7 +100,7 @@ numpydoc_xref_param_type = False
 numpydoc_validation_checks: set[str] = set()
 
 # -- math ------------------------------------------------------------------------------------------------------------
-# Equations carry THEORY.md's labels with \tag{T4}; MathJax 3 (Sphinx's default) renders them.
+# Equations carry THEORY.md's labels with \tag{T4}; MathJax 3, bundled by sphinx-mathjax-offline (no CDN), renders them.
 mathjax3_config = {
     "tex": {
         "macros": {
@@ -133,7 +142,8 @@ sphinx_gallery_conf = {
     "run_stale_examples": True,
     "min_reported_time": 1,
     "within_subsection_order": "FileNameSortKey",
-    "write_computation_times": True,
+    # the computation-times pages load jQuery and DataTables from a CDN: the docs must render offline
+    "write_computation_times": False,
     "show_signature": False,
 }
 

@@ -9,6 +9,7 @@ with ``make docs`` (warnings are errors).
 from __future__ import annotations
 
 import importlib
+import os
 import pkgutil
 import re
 import subprocess
@@ -220,3 +221,46 @@ def test_tutorial_code_runs(page, tmp_path):
     proc = subprocess.run([sys.executable, "-c", runner], input=code, capture_output=True, text=True, cwd=tmp_path,
                           timeout=900, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+def test_offline_check_flags_network_and_missing_loads(tmp_path):
+    import check_offline
+
+    (tmp_path / "_static").mkdir()
+    (tmp_path / "_static" / "here.js").write_text("")
+    (tmp_path / "sub").mkdir()
+    good = tmp_path / "sub" / "good.html"
+    good.write_text('<html><head><script src="../_static/here.js?v=1"></script>'
+                    '<link rel="stylesheet" href="../_static/here.js"><img src="data:image/png;base64,AA=="></head>'
+                    '<body><a href="https://example.org">a link is not a load</a></body></html>')
+    assert check_offline.check(tmp_path) == []
+    bad = tmp_path / "bad.html"
+    bad.write_text('<script src="https://cdn.jsdelivr.net/npm/mathjax@3/es5/tex-chtml.js"></script>'
+                   '<link rel="preload" href="//fonts.example/x.woff"><script src="_static/absent.js"></script>')
+    found = check_offline.check(tmp_path)
+    assert len(found) == 3
+    assert "cdn.jsdelivr.net" in found[0] and "from the network" in found[0]
+    assert "fonts.example" in found[1] and "absent.js" in found[2] and "not in the build" in found[2]
+    assert check_offline.main([str(tmp_path)]) == 1
+    bad.unlink()
+    assert check_offline.main([str(tmp_path)]) == 0
+    assert check_offline.check(tmp_path / "sub" / "nowhere") == [
+        f"no HTML pages under {tmp_path / 'sub' / 'nowhere'} (run make docs first)"]
+
+
+def test_docs_serve_mathjax_themselves():
+    conf = (DOCS / "conf.py").read_text()
+    assert '"sphinx-mathjax-offline"' in conf  # sets mathjax_path to the copy in _static/mathjax
+    make = (DOCS.parent / "Makefile").read_text()
+    assert "docs/_ext/check_offline.py docs/_build/html" in make  # the real build is checked by make docs
+
+
+def test_plain_sphinx_build_without_a_store_says_what_to_run(tmp_path):
+    pytest.importorskip("sphinx")
+    env = {**os.environ, "PA_DOCS_STORE": str(tmp_path / "absent" / "results.sqlite")}
+    proc = subprocess.run([sys.executable, "-m", "sphinx", "-b", "html", str(DOCS), str(tmp_path / "out")],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "no results store at" in lines[0] and "make docs" in lines[0]
+    assert "Traceback" not in proc.stdout + proc.stderr
