@@ -37,6 +37,7 @@ import numpy as np
 STREAM_NOISE = 1
 STREAM_PERM = 2
 STREAM_SUBSET = 3
+ZERO_OUT = False  # True for a user's kernel: ``out`` zeroed before each call (see ``_loops.ZERO_OUT``)
 
 
 # --- batches -----------------------------------------------------------------------
@@ -63,6 +64,9 @@ def kernel_member_force(xr, idx, start, stop, a, params, coupling, work_r, out_r
     for b in range(start, stop):
         j = idx[b]
         if j != i:
+            if ZERO_OUT:
+                for c in range(d):
+                    tmp[c] = 0.0
             kernel_fn(xi, xr[j], params, tmp)
             for c in range(d):
                 out_row[c] += tmp[c]
@@ -71,6 +75,9 @@ def kernel_member_force(xr, idx, start, stop, a, params, coupling, work_r, out_r
         w = coupling / (m - 1)
         for c in range(d):
             out_row[c] *= w
+    if ZERO_OUT:
+        for c in range(d):
+            tmp[c] = 0.0
     drift_fn(xi, params, tmp)
     for c in range(d):
         out_row[c] += tmp[c]

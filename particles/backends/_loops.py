@@ -33,6 +33,12 @@ STREAM_SUBSET = 3
 
 
 # --- kernel family -------------------------------------------------------------
+# A user's kernel or drift that leaves a component of ``out`` unwritten must not add whatever the scratch held:
+# the loops of user-defined systems zero ``out`` before every call (a compile-time constant, so the built-in
+# systems, whose kernels write every component, compile to the same code as without it).
+ZERO_OUT = False
+
+
 def kernel_prepare_row(x_row, params, work_row):
     return
 
@@ -47,6 +53,9 @@ def kernel_member_force(xr, idx, start, stop, a, params, coupling, work_r, out_r
     for b in range(start, stop):
         j = idx[b]
         if j != i:
+            if ZERO_OUT:
+                for c in range(d):
+                    tmp[c] = 0.0
             kernel_fn(xi, xr[j], params, tmp)
             for c in range(d):
                 out_row[c] += tmp[c]
@@ -55,6 +64,9 @@ def kernel_member_force(xr, idx, start, stop, a, params, coupling, work_r, out_r
         w = coupling / (m - 1)
         for c in range(d):
             out_row[c] *= w
+    if ZERO_OUT:
+        for c in range(d):
+            tmp[c] = 0.0
     drift_fn(xi, params, tmp)
     for c in range(d):
         out_row[c] += tmp[c]
