@@ -61,24 +61,22 @@ def kernel_member_force(xr, idx, start, stop, a, params, coupling, work_r, out_r
     xi = xr[i]
     for c in range(d):
         out_row[c] = 0.0
+        if ZERO_OUT:
+            tmp[c] = 0.0
     for b in range(start, stop):
         j = idx[b]
         if j != i:
-            if ZERO_OUT:
-                for c in range(d):
-                    tmp[c] = 0.0
             kernel_fn(xi, xr[j], params, tmp)
             for c in range(d):
                 out_row[c] += tmp[c]
+                if ZERO_OUT:  # zero for the next call, in the same pass
+                    tmp[c] = 0.0
     m = stop - start
     if m > 1:
         w = coupling / (m - 1)
         for c in range(d):
             out_row[c] *= w
-    if ZERO_OUT:
-        for c in range(d):
-            tmp[c] = 0.0
-    drift_fn(xi, params, tmp)
+    drift_fn(xi, params, tmp)  # tmp is zero here when ZERO_OUT (zeroed at the start and after every kernel call)
     for c in range(d):
         out_row[c] += tmp[c]
 

@@ -145,12 +145,13 @@ def _shared_namespace():
         return _shared
 
 
-def _compile_family(kernel_fn, drift_fn, family, cache, model=None, user=None):
+def _compile_family(kernel_fn, drift_fn, family, cache, model=None, user=None, zero_out=True):
     """Compile the loops for one family; ``model`` names the built-in model of the fast path.
 
     ``user``: the (kernel, drift) dispatchers of a user-defined system (see
     :func:`_compile_user`), compiled with their own globals; their loops zero
-    ``out`` before each call (``ZERO_OUT``).
+    ``out`` before each call (``ZERO_OUT``) unless ``zero_out`` is False
+    (only for measuring what the zeroing costs: benchmarks/bench_user_kernels.py).
     """
     numba = _numba()
     shared = _shared_namespace()
@@ -162,7 +163,7 @@ def _compile_family(kernel_fn, drift_fn, family, cache, model=None, user=None):
         kns[key] = shared[key]
     if user is not None:
         ns["kernel_fn"], ns["drift_fn"] = user
-        ns["ZERO_OUT"] = True
+        ns["ZERO_OUT"] = bool(zero_out)
     elif kernel_fn is not None:
         ns["kernel_fn"] = numba.njit(cache=cache, **_JIT)(_rebind(kernel_fn, kns))
         ns["drift_fn"] = numba.njit(cache=cache, **_JIT)(_rebind(drift_fn, kns))
