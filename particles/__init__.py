@@ -4,9 +4,9 @@ Importing this package compiles nothing; the Numba loops are compiled on
 first use (and cached on disk for the built-in systems).
 
 >>> import numpy as np, particles
->>> sys = particles.systems.confined_tanh()
+>>> system = particles.systems.confined_tanh()
 >>> x0 = np.random.default_rng(0).standard_normal((64, 2))
->>> tr = particles.solve(sys, x0, t_end=0.1, dt=0.01, method="rbm1", batch_size=2, seed=1)
+>>> tr = particles.solve(system, x0, t_end=0.1, dt=0.01, method="rbm1", batch_size=2, seed=1)
 >>> tr.x.shape
 (11, 64, 2)
 """

@@ -17,13 +17,13 @@ def check_finite_scalar(name, value, *, low=None, high=None, low_inclusive=True,
         raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
     v = float(value)
     if not math.isfinite(v):
-        raise ValueError(f"{name} must be finite, got {value!r}")
+        raise ValueError(f"{name} must be finite, got {v!r}")
     if low is not None and (v < low or (v == low and not low_inclusive)):
         op = ">=" if low_inclusive else ">"
-        raise ValueError(f"{name} must be {op} {low}, got {value!r}")
+        raise ValueError(f"{name} must be {op} {low}, got {v!r}")
     if high is not None and (v > high or (v == high and not high_inclusive)):
         op = "<=" if high_inclusive else "<"
-        raise ValueError(f"{name} must be {op} {high}, got {value!r}")
+        raise ValueError(f"{name} must be {op} {high}, got {v!r}")
     return v
 
 

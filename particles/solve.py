@@ -22,7 +22,7 @@ import numpy as np
 
 from particles import integrators
 from particles._validate import check_choice, check_finite_scalar, check_int, check_seed, check_state
-from particles.systems import System
+from particles.systems import System, check_user_functions
 
 __all__ = ["solve", "drift", "Trajectory", "DEFAULT_MAX_BYTES"]
 
@@ -126,6 +126,8 @@ def _check_batch_size(method, batch_size, n):
     if method == "full":
         if batch_size is not None:
             check_int("batch_size", batch_size, low=2, high=n)
+            warnings.warn(f"batch_size={int(batch_size)} is ignored by method='full' (direct summation over all N "
+                          f"particles); use method='rbm1' or 'rbmr' for random batches", UserWarning, stacklevel=3)
         return n
     if batch_size is None:
         raise ValueError(f"batch_size is required for method={method!r} (an integer with 2 <= batch_size <= N={n})")
@@ -152,7 +154,8 @@ def solve(system, x0, *, t_end, dt, method="full", batch_size=None, seed=0, back
         Direct O(N^2) summation, Random Batch Method without replacement
         (T2), or with replacement.
     batch_size : int, optional
-        p, with 2 <= p <= N; required for the random-batch methods.
+        p, with 2 <= p <= N; required for the random-batch methods;
+        ``method="full"`` ignores it, with a ``UserWarning``.
         Batches have size p or p + 1 when p does not divide N, each with the
         weight ``1/(|C| - 1)`` of its actual size.
     seed : int
@@ -168,8 +171,8 @@ def solve(system, x0, *, t_end, dt, method="full", batch_size=None, seed=0, back
         stage and every step ends with a normalisation (projected scheme).
     tau : float, optional
         RBM-1 reshuffle interval, a whole multiple of ``dt`` (default ``dt``:
-        h = tau). Only for ``rbm1``; an interval longer than ``t_end`` means
-        one partition for the whole run.
+        h = tau). An interval longer than ``t_end`` means one partition for
+        the whole run. The other methods ignore it, with a ``UserWarning``.
     max_bytes : int
         Memory budget in bytes for the saved trajectory; a larger request is
         refused before any work is done, with the ``save_every`` that fits.
@@ -184,6 +187,7 @@ def solve(system, x0, *, t_end, dt, method="full", batch_size=None, seed=0, back
     bk = _backend(backend)
     x, ensemble = check_state("x0", x0, system=system)
     R, N, d = x.shape
+    check_user_functions(system, d)
     p = _check_batch_size(method, batch_size, N)
     dt = check_finite_scalar("dt", dt, low=0.0, low_inclusive=False)
     t_end = check_finite_scalar("t_end", t_end)
@@ -193,8 +197,10 @@ def solve(system, x0, *, t_end, dt, method="full", batch_size=None, seed=0, back
     noise_dt = dt if noise_dt is None else check_finite_scalar("noise_dt", noise_dt, low=0.0, low_inclusive=False)
     nfine = _whole_multiple("dt", dt, "noise_dt", noise_dt)
     if tau is not None and method != "rbm1":
-        raise ValueError(f"tau (the reshuffle interval) applies to method='rbm1' only; got tau={tau!r} with "
-                         f"method={method!r}")
+        tau = check_finite_scalar("tau", tau, low=0.0, low_inclusive=False)
+        warnings.warn(f"tau={tau!r} is ignored by method={method!r}: only method='rbm1' keeps a partition for an "
+                      f"interval tau", UserWarning, stacklevel=2)
+        tau = None
     tau_steps = 1 if tau is None else _whole_multiple("tau", check_finite_scalar("tau", tau, low=0.0,
                                                                                   low_inclusive=False), "dt", dt)
     tau_steps = min(tau_steps, nsteps)  # a longer interval means the same thing: one partition for the run
@@ -225,7 +231,7 @@ def solve(system, x0, *, t_end, dt, method="full", batch_size=None, seed=0, back
     t = steps * dt
     if not np.all(np.isfinite(traj)):
         bad = int(np.argmax(~np.all(np.isfinite(traj.reshape(nsave, -1)), axis=1)))
-        warnings.warn(f"the state became non-finite by t={t[bad]!r} (save index {bad}); reduce dt "
+        warnings.warn(f"the state became non-finite by t={float(t[bad])!r} (save index {bad}); reduce dt "
                       f"(system {system.name!r})", RuntimeWarning, stacklevel=2)
     meta = {
         "system": system.name, "system_info": dict(system.info), "method": method, "scheme": scheme_obj.name,
@@ -277,6 +283,7 @@ def drift(system, x, *, method="full", batch_size=None, seed=0, step=0, backend=
     bk = _backend(backend)
     xa, ensemble = check_state("x", x, system=system)
     R, N, d = xa.shape
+    check_user_functions(system, d)
     p = _check_batch_size(method, batch_size, N)
     seed = check_seed(seed)
     step = check_int("step", step, low=0)

@@ -18,7 +18,10 @@ kernel.
 
 from __future__ import annotations
 
+import inspect
 import math
+import warnings
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,9 +29,13 @@ from typing import Any
 import numpy as np
 
 from particles import _kernels
-from particles._validate import check_choice, check_finite_scalar
+from particles._validate import check_choice, check_finite_scalar, check_int
 
-__all__ = ["System", "confined_tanh", "dyson", "attention", "custom"]
+__all__ = ["System", "confined_tanh", "dyson", "attention", "custom", "CompileCostWarning"]
+
+
+class CompileCostWarning(UserWarning):
+    """The engine's loops compiled with a user's functions cannot be cached on disk: every process compiles them."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -252,6 +259,199 @@ def _python_version(fn):
     return getattr(fn, "py_func", fn)
 
 
+# --- checks of a user's scalar functions -----------------------------------------------------------------------------
+# A user's kernel and drift are compiled into loops that cannot check anything per call, so their contract is checked
+# once in pure Python: the signature, then one call on sample inputs in which every input array reports misuse.
+_CONTRACT = {"kernel": ("kernel(x, y, params, out)", "K(x, y)"), "drift": ("drift(x, params, out)", "b(x)")}
+_UNWRITTEN = np.uint64(0x7FF8DEADBEEF0001)  # bits of a NaN no arithmetic produces: marks components never written
+_PROBE_DIMS = (2, 1, 3)  # without dim=: one of these must pass (the first failure is the one reported)
+_probed: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # system -> dimensions at which the probe passed
+
+
+class _Misuse(Exception):
+    """Raised by a probe input: ``what`` says what the function did; ``dimensional``: past component d - 1."""
+
+    def __init__(self, what, dimensional=False):
+        super().__init__(what)
+        self.what = what
+        self.dimensional = dimensional
+
+
+class _ProbeArray(np.ndarray):
+    """A probe input: an index past the end raises :class:`_Misuse` (NumPy's IndexError would not say which
+    array), and so does a write into a read-only input (x, y, params, their views; copies are writable).
+    Negative indices keep NumPy's meaning, which is also Numba's."""
+
+    probe_name = ""
+
+    def __array_finalize__(self, obj):
+        self.probe_name = getattr(obj, "probe_name", "")
+
+    def _check(self, key):
+        k = key[0] if isinstance(key, tuple) and key else key
+        n = self.shape[0] if self.ndim else 0
+        if isinstance(k, (int, np.integer)) and not isinstance(k, (bool, np.bool_)) and not -n <= k < n:
+            name = self.probe_name
+            if name == "params":
+                raise _Misuse(f"reads params[{int(k)}], but params has {n} entr{'y' if n == 1 else 'ies'}")
+            raise _Misuse(f"indexes {name}[{int(k)}], but {name} has d = {n} component{'' if n == 1 else 's'}",
+                          dimensional=True)
+
+    def __getitem__(self, key):
+        self._check(key)
+        return super().__getitem__(key)
+
+    def __setitem__(self, key, value):
+        if not self.flags.writeable:
+            raise _Misuse(f"writes into its input {self.probe_name} (the inputs are read-only: the engine passes "
+                          "the particles' states and the system's parameters themselves)")
+        self._check(key)
+        super().__setitem__(key, value)
+
+
+def _probe_input(values, name, writable=False):
+    a = np.array(values, dtype=np.float64).view(_ProbeArray)
+    a.probe_name = name
+    a.flags.writeable = writable
+    return a
+
+
+def _sample_points(d, sphere):
+    """Two sample states, distinct in every component (a kernel like Dyson's is singular at x = y)."""
+    c = np.arange(d)
+    x, y = 0.3 + 0.25 * c, -0.45 + 0.1 * c
+    if sphere:
+        x, y = x / np.linalg.norm(x), y / np.linalg.norm(y)
+    return x, y
+
+
+@dataclass
+class _Probe:
+    problem: str | None = None  # what is wrong, or None
+    dimensional: bool = False  # the only problem is an index past component d - 1
+    nonfinite: str | None = None  # the components of out that came out inf/nan
+    cause: BaseException | None = None
+    inputs: str = ""
+
+
+def _plain(value):
+    """A returned value as a user reads it: 0.5, not np.float64(0.5)."""
+    if isinstance(value, np.ndarray):
+        return f"an array of shape {value.shape}"
+    return repr(value.item() if isinstance(value, np.generic) else value)
+
+
+def _fn_name(fn):
+    return getattr(fn, "__qualname__", type(fn).__name__)
+
+
+def _probe(role, fn, d, params, sphere):
+    """One pure-Python call of ``fn`` in dimension ``d`` on sample inputs; what went wrong, if anything."""
+    x, y = _sample_points(d, sphere)
+    bits = np.full(d, _UNWRITTEN, dtype=np.uint64)
+    out = bits.view(np.float64).view(_ProbeArray)
+    out.probe_name = "out"
+    args = [_probe_input(x, "x")] + ([_probe_input(y, "y")] if role == "kernel" else [])
+    inputs = (f"x = {np.round(x, 3).tolist()}" + (f", y = {np.round(y, 3).tolist()}" if role == "kernel" else "")
+              + f", params = {params.tolist()}")
+    res = _Probe(inputs=f"d = {d}, {inputs}")
+    try:
+        with np.errstate(all="ignore"):
+            ret = fn(*args, _probe_input(params, "params"), out)
+    except _Misuse as e:
+        res.problem, res.dimensional = e.what, e.dimensional
+        return res
+    except Exception as e:  # the user's own code raised: report it, with its traceback as the cause
+        if isinstance(e, ArithmeticError) or (isinstance(e, ValueError) and "math domain" in str(e)):
+            # Python's math raises where compiled code (numpy error model) gives inf or nan: as non-finite
+            res.nonfinite = f"{type(e).__name__}: {e} (inf or nan in compiled code)"
+        elif isinstance(e, ValueError) and "read-only" in str(e):
+            res.problem = "writes into one of its inputs (x, y and params are read-only; write into out)"
+        else:
+            res.problem, res.cause = f"raised {type(e).__name__}: {e}", e
+        return res
+    unwritten = np.flatnonzero(bits == _UNWRITTEN)
+    value = _CONTRACT[role][1]
+    if unwritten.size and ret is not None:
+        res.problem = (f"returns a value ({_plain(ret)}) instead of writing {value} into out (it must write "
+                       f"out[0], ..., out[d-1] and return nothing)")
+    elif unwritten.size == d:
+        res.problem = f"never writes into out (it must write {value} into out[0], ..., out[d-1])"
+    elif unwritten.size:
+        missing = ", ".join(f"out[{c}]" for c in unwritten)
+        res.problem = (f"does not write {missing} (every component out[0], ..., out[d-1] of {value} must be "
+                       "written; pass dim= if it is written for one dimension)")
+    else:
+        bad = np.flatnonzero(~np.isfinite(np.asarray(out, dtype=np.float64)))
+        if bad.size:
+            res.nonfinite = ", ".join(f"out[{c}] = {float(out[c])}" for c in bad)
+    return res
+
+
+def _refuse(system_name, role, fn, res):
+    sig = _CONTRACT[role][0]
+    msg = (f"custom system {system_name!r}: the {role} {_fn_name(fn)!r} {res.problem}; a {role} is {sig} "
+           f"(probed in pure Python at {res.inputs})")
+    raise ValueError(msg) from res.cause
+
+
+def _warn_nonfinite(system_name, role, fn, res):
+    warnings.warn(f"custom system {system_name!r}: the {role} {_fn_name(fn)!r} gives {res.nonfinite} at the sample "
+                  f"inputs ({res.inputs}); the trajectory will not stay finite if the particles get there",
+                  RuntimeWarning, stacklevel=4)
+
+
+def _check_signature(system_name, role, fn):
+    sig_text = _CONTRACT[role][0]
+    nargs = 4 if role == "kernel" else 3
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):  # a builtin or C function: Numba cannot compile it either
+        raise TypeError(f"custom system {system_name!r}: the {role} {_fn_name(fn)!r} has no Python signature "
+                        f"to read; a {role} must be a Python function {sig_text} in the subset Numba compiles"
+                        ) from None
+    try:
+        sig.bind(*range(nargs))
+    except TypeError:
+        raise TypeError(f"custom system {system_name!r}: the {role} {_fn_name(fn)!r} has the signature "
+                        f"{_fn_name(fn)}{sig}; a {role} takes {nargs} positional arguments, {sig_text}") from None
+
+
+def _check_user_functions(system, dims):
+    """Probe a user system's kernel and drift at each dimension in ``dims`` (see :func:`custom`)."""
+    fns = (("kernel", system.kernel), ("drift", system.drift))
+    passed = []
+    failures = []
+    for d in dims:
+        results = [(role, fn, _probe(role, fn, d, system.params, system.sphere)) for role, fn in fns]
+        bad = [r for r in results if r[2].problem is not None]
+        if not bad:
+            passed.append(d)
+            if len(passed) == 1:
+                for role, fn, res in results:
+                    if res.nonfinite:
+                        _warn_nonfinite(system.name, role, fn, res)
+        failures.extend(bad)
+    if passed:
+        _probed.setdefault(system, set()).update(passed)
+        return
+    definite = [f for f in failures if not f[2].dimensional]
+    if definite or len(dims) == 1:
+        _refuse(system.name, *(definite or failures)[0])
+    # every failure was an index past component d - 1: written for a dimension not probed; checked when it is known
+
+
+def check_user_functions(system, d):
+    """Probe a user-defined system's functions in the state's dimension ``d`` (once per system and ``d``).
+
+    Called by :func:`particles.solve` and :func:`particles.drift` before any
+    compilation or work; a no-op for the built-in systems.
+    """
+    if system.builtin or d in _probed.get(system, ()):
+        return
+    _check_user_functions(system, (d,))
+
+
 def custom(
     kernel: Callable,
     drift: Callable | None = None,
@@ -261,6 +461,7 @@ def custom(
     name: str = "custom",
     sphere: bool = False,
     normalization: str = "N-1",
+    dim: int | None = None,
 ) -> System:
     """A user-defined system from Numba-compilable scalar functions.
 
@@ -268,11 +469,35 @@ def custom(
     Python call per pair on the ``cpu`` backend; the ``reference`` backend
     calls the pure-Python versions.
 
+    The functions are checked here, in pure Python, before anything is
+    compiled: the signature, then one call of each on sample inputs (two
+    points distinct in every component, on the unit sphere if ``sphere``).
+    A ``ValueError`` naming the function and what it did is raised if it
+
+    - returns a value instead of writing into ``out``, never writes into
+      ``out``, or leaves a component of ``out`` unwritten;
+    - reads ``params`` past its end (``params[-1]`` is the last entry, as in
+      NumPy and Numba);
+    - writes into one of its inputs, or raises.
+
+    A non-finite value at the sample inputs only warns (``RuntimeWarning``):
+    a kernel may be singular or undefined away from the states it will see.
+    Without ``dim`` the call is made in d = 2, 1 and 3 and one of them must
+    pass (a kernel written for d = 1 or d = 3 is accepted); a function that
+    indexes past component d - 1 in all three is taken to be written for a
+    larger dimension. :func:`particles.solve` and :func:`particles.drift`
+    then repeat the check in the state's dimension, once, before doing any
+    work. Whether Numba can compile the functions is checked by the
+    ``cpu`` and ``cuda`` backends before they compile their loops (a
+    ``TypeError`` naming the function and Numba's reason); the ``reference``
+    backend never compiles them, which makes it the place to debug them.
+
     Parameters
     ----------
     kernel : callable ``kernel(x, y, params, out)``
-        Writes K(x, y) (length d) into ``out``. May be a plain function or a
-        ``numba.njit`` dispatcher.
+        Writes K(x, y) (length d) into ``out`` (T1). May be a plain function
+        or a ``numba.njit`` dispatcher. ``x``, ``y`` and ``params`` are
+        read-only.
     drift : callable ``drift(x, params, out)`` or None
         Writes b(x) into ``out``; None means b = 0.
     sigma : float
@@ -281,6 +506,16 @@ def custom(
         Passed as a float64 array to both functions.
     normalization : {"N-1", "N"}
         Interaction weight 1/(N-1) (T1) or 1/N.
+    dim : int, optional
+        The dimension d the functions are written for: they are checked in
+        that dimension only, and states of another dimension are refused.
+
+    Raises
+    ------
+    TypeError
+        ``kernel`` or ``drift`` is not a callable with the signature above.
+    ValueError
+        A function broke its contract at the sample inputs (see above).
 
     Examples
     --------
@@ -288,7 +523,7 @@ def custom(
     >>> def kern(x, y, p, out):
     ...     for c in range(x.shape[0]):
     ...         out[c] = -p[0] * math.sin(x[c] - y[c])
-    >>> sys = custom(kern, sigma=0.5, params=[1.0])
+    >>> system = custom(kern, sigma=0.5, params=[1.0])
     """
     if not callable(kernel):
         raise TypeError(f"kernel must be a callable kernel(x, y, params, out), got {type(kernel).__name__}")
@@ -302,16 +537,24 @@ def custom(
     p = p.astype(np.float64).ravel()
     if not np.all(np.isfinite(p)):
         raise ValueError("params must be finite")
-    drift = drift if drift is not None else _kernels.zero_drift
-    return System(
-        name=str(name),
+    if dim is not None:
+        dim = check_int("dim", dim, low=1)
+    name = str(name)
+    kernel, drift = _python_version(kernel), _python_version(drift if drift is not None else _kernels.zero_drift)
+    _check_signature(name, "kernel", kernel)
+    _check_signature(name, "drift", drift)
+    system = System(
+        name=name,
         family="kernel",
         params=_frozen(p),
         sigma=sigma,
         normalization=normalization,
         sphere=bool(sphere),
-        kernel=_python_version(kernel),
-        drift=_python_version(drift),
+        dim=dim,
+        kernel=kernel,
+        drift=drift,
         builtin=False,
         info={"sigma": sigma, "params": p.tolist()},
     )
+    _check_user_functions(system, _PROBE_DIMS if dim is None else (dim,))
+    return system

@@ -248,6 +248,16 @@ def test_batch_size_checked_for_full_too():
         _solve(method="full", batch_size=N + 1)
 
 
+@pytest.mark.parametrize("batch_size", [4, np.int64(4)], ids=["int", "np.int64"])
+def test_batch_size_ignored_by_full_with_a_warning(batch_size):
+    with pytest.warns(UserWarning, match=r"^batch_size=4 is ignored by method='full' \(direct summation"):
+        a = _solve(method="full", batch_size=batch_size)
+    assert_array_equal(a.x, _solve(method="full").x)
+    assert a.metadata["batch_size"] is None
+    with pytest.warns(UserWarning, match=r"^batch_size=4 is ignored by method='full'"):
+        drift(systems.confined_tanh(), _x0(), batch_size=batch_size, backend="reference")
+
+
 @pytest.mark.parametrize("method", ["rbm2", "FULL", "", None, 1], ids=["rbm2", "FULL", "empty", "None", "int"])
 def test_unknown_method(method):
     with pytest.raises(ValueError, match=r"^method must be one of 'full', 'rbm1', 'rbmr'"):
@@ -485,9 +495,16 @@ def test_max_bytes_invalid(value, exc):
 
 
 @pytest.mark.parametrize("method", ["full", "rbmr"])
-def test_tau_only_for_rbm1(method):
-    with pytest.raises(ValueError, match=r"^tau \(the reshuffle interval\) applies to method='rbm1' only"):
-        _solve(method=method, batch_size=None if method == "full" else 2, tau=0.02)
+def test_tau_ignored_with_a_warning_by_other_methods(method):
+    """tau is ignored (with a warning naming it) by the methods that do not keep a partition; bad values still fail."""
+    kw = {"method": method, "batch_size": None if method == "full" else 2}
+    with pytest.warns(UserWarning, match=rf"^tau=0.02 is ignored by method='{method}': only method='rbm1'"):
+        a = _solve(tau=0.02, **kw)
+    assert_array_equal(a.x, _solve(**kw).x)
+    with pytest.warns(UserWarning, match=r"^tau=0.02 is ignored"):  # a numpy scalar is printed as a number
+        _solve(tau=np.float64(0.02), **kw)
+    with pytest.raises(ValueError, match=r"^tau must be > 0"):
+        _solve(tau=-1.0, **kw)
 
 
 def test_tau_longer_than_the_run_means_one_partition():

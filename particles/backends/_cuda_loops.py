@@ -37,6 +37,7 @@ import numpy as np
 STREAM_NOISE = 1
 STREAM_PERM = 2
 STREAM_SUBSET = 3
+ZERO_OUT = False  # True for a user's kernel: ``out`` zeroed before each call (see ``_loops.ZERO_OUT``)
 
 
 # --- batches -----------------------------------------------------------------------
@@ -60,18 +61,22 @@ def kernel_member_force(xr, idx, start, stop, a, params, coupling, work_r, out_r
     xi = xr[i]
     for c in range(d):
         out_row[c] = 0.0
+        if ZERO_OUT:
+            tmp[c] = 0.0
     for b in range(start, stop):
         j = idx[b]
         if j != i:
             kernel_fn(xi, xr[j], params, tmp)
             for c in range(d):
                 out_row[c] += tmp[c]
+                if ZERO_OUT:  # zero for the next call, in the same pass
+                    tmp[c] = 0.0
     m = stop - start
     if m > 1:
         w = coupling / (m - 1)
         for c in range(d):
             out_row[c] *= w
-    drift_fn(xi, params, tmp)
+    drift_fn(xi, params, tmp)  # tmp is zero here when ZERO_OUT (zeroed at the start and after every kernel call)
     for c in range(d):
         out_row[c] += tmp[c]
 

@@ -33,6 +33,12 @@ STREAM_SUBSET = 3
 
 
 # --- kernel family -------------------------------------------------------------
+# A user's kernel or drift that leaves a component of ``out`` unwritten must not add whatever the scratch held:
+# the loops of user-defined systems zero ``out`` before every call (a compile-time constant, so the built-in
+# systems, whose kernels write every component, compile to the same code as without it).
+ZERO_OUT = False
+
+
 def kernel_prepare_row(x_row, params, work_row):
     return
 
@@ -44,18 +50,22 @@ def kernel_member_force(xr, idx, start, stop, a, params, coupling, work_r, out_r
     xi = xr[i]
     for c in range(d):
         out_row[c] = 0.0
+        if ZERO_OUT:
+            tmp[c] = 0.0
     for b in range(start, stop):
         j = idx[b]
         if j != i:
             kernel_fn(xi, xr[j], params, tmp)
             for c in range(d):
                 out_row[c] += tmp[c]
+                if ZERO_OUT:  # zero for the next call, in the same pass
+                    tmp[c] = 0.0
     m = stop - start
     if m > 1:
         w = coupling / (m - 1)
         for c in range(d):
             out_row[c] *= w
-    drift_fn(xi, params, tmp)
+    drift_fn(xi, params, tmp)  # tmp is zero here when ZERO_OUT (zeroed at the start and after every kernel call)
     for c in range(d):
         out_row[c] += tmp[c]
 

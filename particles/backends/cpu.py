@@ -7,9 +7,16 @@ family's scalar functions:
 - the built-in kernel systems share one set of loops whose kernel switches
   on a model code (compiled once, cached on disk with ``cache=True``);
 - the attention systems share another cached set;
-- each user-defined system gets its own set (compiled on first use and kept
-  for the session; Numba cannot cache code that closes over a user's
-  function).
+- each user-defined system gets its own set, compiled on first use after
+  its scalar functions were compiled alone (so that a function Numba cannot
+  compile is reported by name within seconds, see
+  :func:`compile_user_functions`). It is cached on disk under a key made of
+  everything Numba compiles into it (:func:`_fingerprint`: the functions'
+  code, and the values of the globals and closure variables they use,
+  recursively), so that an edit selects fresh entries; a function whose
+  key cannot be made (it uses a global of a kind the key cannot hash) is
+  compiled in every process, which :class:`particles.systems.CompileCostWarning`
+  says once.
 
 The built-in kernel systems (confined tanh, Dyson) in flat space take a
 fast path for ``full`` and ``rbm1`` (``run_fast_*`` in ``_loops``): the
@@ -30,15 +37,21 @@ compiled at import time.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import inspect
+import marshal
+import re
+import sys
 import threading
 import types
+import warnings
 
 import numpy as np
 
 from particles import _batches, _kernels, _rng
 from particles.backends import _loops
+from particles.systems import CompileCostWarning
 
 name = "cpu"
 
@@ -87,13 +100,14 @@ def _source_tag():
 
     Numba's on-disk cache checks only the timestamp of the file that defines
     each function, but the loops inline functions from other files (the RNG,
-    the kernels): the tag in every qualified name below makes an edit of any
+    the kernels) and this module decides what is bound into them (options,
+    ``ZERO_OUT``): the tag in every qualified name below makes an edit of any
     of them select fresh cache entries.
     """
     global _tag
     if _tag is None:
         h = hashlib.sha1()
-        for module in (_rng, _batches, _kernels, _loops):
+        for module in (_rng, _batches, _kernels, _loops, sys.modules[__name__]):
             h.update(inspect.getsource(module).encode())
         _tag = h.hexdigest()[:10]
     return _tag
@@ -131,8 +145,14 @@ def _shared_namespace():
         return _shared
 
 
-def _compile_family(kernel_fn, drift_fn, family, cache, model=None):
-    """Compile the loops for one family; ``model`` names the built-in model of the fast path."""
+def _compile_family(kernel_fn, drift_fn, family, cache, model=None, user=None, zero_out=True):
+    """Compile the loops for one family; ``model`` names the built-in model of the fast path.
+
+    ``user``: the (kernel, drift) dispatchers of a user-defined system (see
+    :func:`_compile_user`), compiled with their own globals; their loops zero
+    ``out`` before each call (``ZERO_OUT``) unless ``zero_out`` is False
+    (only for measuring what the zeroing costs: benchmarks/bench_user_kernels.py).
+    """
     numba = _numba()
     shared = _shared_namespace()
     ns = dict(vars(_loops))
@@ -141,9 +161,12 @@ def _compile_family(kernel_fn, drift_fn, family, cache, model=None):
     kns = dict(vars(_kernels))
     for key in _KERNEL_FUNCS:
         kns[key] = shared[key]
-    if kernel_fn is not None:
-        ns["kernel_fn"] = numba.njit(cache=cache, **_JIT)(_rebind(kernel_fn, kns) if cache else kernel_fn)
-        ns["drift_fn"] = numba.njit(cache=cache, **_JIT)(_rebind(drift_fn, kns) if cache else drift_fn)
+    if user is not None:
+        ns["kernel_fn"], ns["drift_fn"] = user
+        ns["ZERO_OUT"] = bool(zero_out)
+    elif kernel_fn is not None:
+        ns["kernel_fn"] = numba.njit(cache=cache, **_JIT)(_rebind(kernel_fn, kns))
+        ns["drift_fn"] = numba.njit(cache=cache, **_JIT)(_rebind(drift_fn, kns))
     if family == "attention":
         ns["prepare_row"] = numba.njit(cache=cache, **_JIT)(_rebind(_loops.attn_prepare_row, ns, family))
         ns["member_force"] = numba.njit(cache=cache, **_JIT)(_rebind(_loops.attn_member_force, ns, family))
@@ -166,6 +189,177 @@ def _compile_family(kernel_fn, drift_fn, family, cache, model=None):
     return types.SimpleNamespace(**{k: ns[k] for k in (*order, "prepare_row", "member_force")})
 
 
+# --- user-defined systems ----------------------------------------------------------------------------------------
+# modules whose objects a user's function may use without being hashed into the cache key (their code is the
+# library's; Numba keys its cache on its own version)
+_LIBRARY_ROOTS = frozenset({"numpy", "numba", "math", "cmath", "builtins", "particles"})
+_uncached_said: set = set()
+_NUMBA_FROZEN_ARRAY_BYTES = 10**6  # Numba compiles a global array up to this size in as a constant
+
+
+def compile_user_functions(system):
+    """A user system's kernel and drift as Numba dispatchers, compiled alone for the loops' argument types.
+
+    A few seconds, against a minute for the loops: a function that Numba
+    cannot compile is reported at once, as a ``TypeError`` naming it and
+    giving Numba's reason, instead of a page of Numba's error after the
+    loops' compilation. The arguments are 1-D C-contiguous float64 arrays,
+    ``params`` read-only.
+    """
+    numba = _numba()
+    arr = numba.types.Array(numba.types.float64, 1, "C")
+    ro = numba.types.Array(numba.types.float64, 1, "C", readonly=True)
+    compiled = []
+    for role, fn, sig in (("kernel", system.kernel, (arr, arr, ro, arr)), ("drift", system.drift, (arr, ro, arr))):
+        dispatcher = numba.njit(**_JIT)(fn)
+        try:
+            dispatcher.compile(sig)
+        except numba.core.errors.NumbaError as e:
+            raise user_compile_error(system, f"the {role} {fn.__qualname__!r}", e, fn) from None
+        compiled.append(dispatcher)
+    return tuple(compiled)
+
+
+def _numba_summary(text, fn=None):
+    """Numba's reason (its first line that says something) and the user's source line it points at."""
+    lines = [line.rstrip() for line in re.sub(r"\x1b\[[0-9;]*m", "", text).splitlines()]
+    said = [line.strip() for line in lines
+            if line.strip() and not line.startswith(("Failed in ", "During: ")) and not line.strip().startswith("^")]
+    reason = said[0] if said else text.strip()
+    if reason.endswith("found for signature:") and len(said) > 1:
+        reason = f"{reason} {said[1].lstrip('> ')}"
+    where = None
+    user_file = getattr(getattr(fn, "__code__", None), "co_filename", None)
+    for k, line in enumerate(lines):
+        m = re.match(r'\s*File "(.+)", line (\d+):', line)
+        if not m:
+            continue
+        caret = next((j for j in range(k + 1, len(lines)) if lines[j].strip() == "^"), None)
+        if caret is not None:
+            here = f"{m.group(1)}, line {m.group(2)}: {lines[caret - 1].strip()}"
+            if where is None or (user_file and user_file.endswith(m.group(1))):
+                where = here
+    return reason, where
+
+
+def user_compile_error(system, what, err, fn=None):
+    """One ``TypeError`` for a Numba error met compiling a user system; Numba's full text in ``numba_error``."""
+    reason, where = _numba_summary(str(err), fn)
+    if where is None and fn is not None and hasattr(fn, "__code__"):
+        where = f"{fn.__code__.co_filename}, line {fn.__code__.co_firstlineno} (the function)"
+    e = TypeError(f"custom system {system.name!r}: Numba cannot compile {what}: {reason}"
+                  + (f" [{where}]" if where else "")
+                  + ". Run it with backend='reference' (plain Python, nothing compiled) to debug it; Numba's full "
+                    "message is in this exception's numba_error attribute")
+    e.numba_error = str(err)
+    return e
+
+
+def _reports_user_errors(fn):
+    """Numba errors raised compiling the loops of a user system (at their first call), as one ``TypeError``."""
+
+    @functools.wraps(fn)
+    def wrapper(system, *args, **kwargs):
+        if system.builtin:
+            return fn(system, *args, **kwargs)
+        numba = _numba()
+        try:
+            return fn(system, *args, **kwargs)
+        except numba.core.errors.NumbaError as e:
+            raise user_compile_error(system, f"the engine's loops with the kernel {system.kernel.__qualname__!r} "
+                                     f"and the drift {system.drift.__qualname__!r}", e, system.kernel) from None
+
+    return wrapper
+
+
+class _Uncachable(Exception):
+    pass
+
+
+def _code_names(code):
+    names = set(code.co_names)
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            names |= _code_names(const)
+    return names
+
+
+def _fingerprint(*fns):
+    """Hex key of what Numba compiles from ``fns``: code, defaults, globals and closure variables, recursively.
+
+    Numba freezes the globals and closure variables of a function as
+    constants, so their values are part of the key (numbers, strings,
+    arrays, tuples of them, functions, which are followed, and the objects
+    of numpy, numba, math and particles, by name). Raises
+    :class:`_Uncachable` naming what cannot be hashed.
+    """
+    h = hashlib.sha1()
+    seen = set()
+
+    def library(v):
+        return (getattr(getattr(v, "py_func", v), "__module__", None) or "").split(".")[0] in _LIBRARY_ROOTS
+
+    def value(v, where, names):
+        if v is None or isinstance(v, (bool, int, float, complex, str, bytes, np.generic)):
+            h.update(f"{type(v).__name__}:{v!r};".encode())
+        elif isinstance(v, np.ndarray):
+            if v.nbytes > _NUMBA_FROZEN_ARRAY_BYTES or not (v.flags.c_contiguous or v.flags.f_contiguous):
+                raise _Uncachable(f"{where} is an array that Numba reads by address (larger than 1 MB or not "
+                                  "contiguous), and Numba does not cache code that does")
+            h.update(f"array:{v.dtype.str}:{v.shape};".encode())
+            h.update(np.ascontiguousarray(v).tobytes())
+        elif isinstance(v, tuple):
+            for item in v:
+                value(item, where, names)
+        elif isinstance(v, types.ModuleType):
+            h.update(f"module:{v.__name__};".encode())
+            if v.__name__.split(".")[0] not in _LIBRARY_ROOTS:  # mymodule.helper, mymodule.CONSTANT
+                for name in sorted(names):
+                    if hasattr(v, name):
+                        value(getattr(v, name), f"{where}.{name}", names)
+        elif isinstance(getattr(v, "py_func", v), types.FunctionType) and not library(v):
+            visit(getattr(v, "py_func", v))
+        elif library(v) or isinstance(v, types.BuiltinFunctionType):
+            h.update(f"object:{getattr(v, '__module__', '')}.{getattr(v, '__qualname__', type(v).__name__)};"
+                     .encode())
+        else:
+            raise _Uncachable(f"{where} is an object of type {type(v).__name__}, which the cache key cannot hash")
+
+    def visit(fn):
+        if id(fn) in seen:
+            return
+        seen.add(id(fn))
+        code = fn.__code__
+        h.update(f"function:{fn.__module__}.{fn.__qualname__};".encode())
+        h.update(marshal.dumps(code))
+        names = _code_names(code)
+        value(fn.__defaults__, f"the defaults of {fn.__qualname__!r}", names)
+        for var, cell in zip(code.co_freevars, fn.__closure__ or ()):
+            value(cell.cell_contents, f"the closure variable {var!r} of {fn.__qualname__!r}", names)
+        for name in sorted(names):
+            if name in fn.__globals__:
+                value(fn.__globals__[name], f"the global {name!r} of {fn.__qualname__!r}", names)
+
+    for fn in fns:
+        visit(getattr(fn, "py_func", fn))
+    return h.hexdigest()[:16]
+
+
+def _compile_user(system):
+    user = compile_user_functions(system)
+    try:
+        family, cache = f"user_{_fingerprint(system.kernel, system.drift)}", True
+    except _Uncachable as e:
+        family, cache = "user", False
+        said = (system.kernel, system.drift)
+        if said not in _uncached_said:
+            _uncached_said.add(said)
+            warnings.warn(f"custom system {system.name!r}: the engine's loops compiled with its kernel and drift "
+                          f"cannot be cached on disk ({e}); every process compiles them again (30-60 s on a 2-core "
+                          "machine)", CompileCostWarning, stacklevel=5)
+    return _compile_family(None, None, family, cache, user=user)
+
+
 def loops_for(system):
     """Compiled loops for ``system`` (compiled lazily, once per family)."""
     with _lock:
@@ -182,7 +376,7 @@ def loops_for(system):
                 _families[key] = _compile_family(_kernels.builtin_kernel, _kernels.builtin_drift,
                                                  f"kernel_{_MODELS[key][0]}", True, model=key)
             else:
-                _families[key] = _compile_family(system.kernel, system.drift, "kernel", cache=False)
+                _families[key] = _compile_user(system)
         return _families[key]
 
 
@@ -190,6 +384,7 @@ def work_width(system, d):
     return 3 * d if system.family == "attention" else d
 
 
+@_reports_user_errors
 def run(system, x, traj, plan):
     """Integrate in place: ``x`` (R, N, d) is advanced, ``traj`` (K, R, N, d) filled."""
     loops = loops_for(system)
@@ -268,6 +463,7 @@ def _perm_scratch(R, n, empty=False):
             np.empty((R, nb + 1), dtype=np.int64))
 
 
+@_reports_user_errors
 def drift(system, x, out, *, method, batch_size, seed, step, coupling):
     """Drift at frozen positions (full or one RBM-1 partition), written into ``out``."""
     loops = loops_for(system)

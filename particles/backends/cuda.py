@@ -305,8 +305,12 @@ def kernels_for(system, d):
                     ns["kernel_fn"] = _device(_rebind(_kernels.builtin_kernel, kns, "kernels"))
                     ns["drift_fn"] = _device(_rebind(_kernels.builtin_drift, kns, "kernels"))
                 else:  # a user's functions, compiled from their own source and globals
+                    from particles.backends import cpu
+
+                    cpu.compile_user_functions(system)  # Numba's typing of them, reported by name before any kernel
                     ns["kernel_fn"] = _device(system.kernel)
                     ns["drift_fn"] = _device(system.drift)
+                    ns["ZERO_OUT"] = True
                 ns["prepare_row"] = _device(_rebind(_loops.kernel_prepare_row, ns, family))
                 ns["member_force"] = _device(_rebind(_cuda_loops.kernel_member_force, ns, family))
             _families[key] = compile_kernels([getattr(_cuda_loops, k) for k in _STEP_KERNELS], ns, family)
