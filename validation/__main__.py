@@ -160,7 +160,7 @@ def _parser():
     demo = sub.add_parser(
         "demo", help="measure the strong order of RBM-1 in tau (T4) and compare it with the theory",
         description="Measure the strong order of RBM-1 in tau on the confined tanh system for p = 2, 4, 8, print "
-                    "measured vs theoretical order with 95%% intervals and a verdict, and write "
+                    "measured vs theoretical order with 95% intervals and a verdict, and write "
                     "rbm_strong_order.png/.pdf/.json. Exit status 0 when all verdicts are consistent.")
     demo.add_argument("--out", default="out", metavar="DIR", help="output directory (default: %(default)s)")
     demo.add_argument("--full", action="store_true",
@@ -186,11 +186,25 @@ def _duration(seconds: float) -> str:
 
 
 def _import_modules(modules) -> None:
+    if modules:
+        _cwd_on_path()
     for name in modules:
         try:
             importlib.import_module(name)
         except ImportError as exc:
             raise _Usage(f"cannot import {name}: {exc}") from None
+
+
+def _cwd_on_path() -> None:
+    """Put the current directory first on sys.path, as ``python -m validation`` does.
+
+    The console script (``particle-attention``) starts with its own directory on sys.path instead, so
+    ``--import my_studies`` would not find ``./my_studies.py``. Local worker processes ("spawn") inherit
+    sys.path, so they find it too.
+    """
+    cwd = os.getcwd()
+    if not any(p in ("", cwd) or (p and os.path.abspath(p) == cwd) for p in sys.path):
+        sys.path.insert(0, cwd)
 
 
 def _study(name: str):
