@@ -15,6 +15,8 @@ Commands
 ``figure [NAME ...] [--store PATH] [--out DIR] [--quick|--full] [--run] [--list]``
     draw figures from the stored results (PNG, PDF and a JSON data file with
     provenance); ``--run`` first computes the cells the figures need.
+``export STUDY [--format csv|jsonl|parquet] [--out PATH] [--store PATH] [--quick|--full]``
+    the raw records of one study, one row per cell (see :func:`validation.store.records_table`).
 ``demo [--out DIR] [--full]``
     the RBM-1 strong-order demo (measures and plots in one go).
 
@@ -144,6 +146,24 @@ def _parser():
     rpr.add_argument("--store", metavar="PATH", default=None,
                      help="results store (default: OUT/results.sqlite)")
     rpr.set_defaults(handler=_cmd_reproduce)
+
+    exp = sub.add_parser(
+        "export", parents=[store, imports], help="write the raw records of a study as CSV, JSON lines or Parquet",
+        description="Write every stored cell of STUDY (one mode) as one row: study, version, mode, replicate, "
+                    "seed, the parameters (params.NAME) and the stored results (result.NAME; nested dicts "
+                    "become dotted names), then elapsed, worker, finished_at, package_version. CSV writes numbers "
+                    "and lists as JSON text; JSON lines keeps lists as lists; Parquet needs pyarrow (pip install "
+                    "'particle-attention[data]'). The fields of each study are listed in the docs' study catalog.")
+    exp.add_argument("study", metavar="STUDY", help="study name (see the list command)")
+    exp.add_argument("--format", choices=("csv", "jsonl", "parquet"), default=None,
+                     help="output format (default: from the suffix of --out, else csv)")
+    exp.add_argument("--out", metavar="PATH", default="-",
+                     help="output file (default: standard output; parquet needs a file)")
+    emodes = exp.add_mutually_exclusive_group()
+    emodes.add_argument("--quick", dest="mode", action="store_const", const="quick", help="the quick-mode cells")
+    emodes.add_argument("--full", dest="mode", action="store_const", const="full",
+                        help="the full-mode cells (default: full when complete, else quick, as report chooses)")
+    exp.set_defaults(handler=_cmd_export, mode=None)
 
     fig = sub.add_parser(
         "figure", parents=[runopts, store, imports], help="draw figures from the stored results",
@@ -418,6 +438,37 @@ def _cmd_figure(args) -> int:
         for p in paths:
             _info(f"figure: {p}")
     return int(bool(status))
+
+
+def _cmd_export(args) -> int:
+    from validation.store import EXPORT_FORMATS, ResultStore, export_records, load_records
+
+    study = _study(args.study)
+    fmt = args.format
+    if fmt is None:
+        suffix = Path(args.out).suffix.lstrip(".").lower() if args.out != "-" else ""
+        fmt = {"ndjson": "jsonl", "pq": "parquet"}.get(suffix, suffix) if suffix else "csv"
+        if fmt not in EXPORT_FORMATS:
+            raise _Usage(f"cannot tell the format from --out {args.out}: give --format "
+                         f"({', '.join(EXPORT_FORMATS)})")
+    if fmt == "parquet" and args.out == "-":
+        raise _Usage("parquet is binary: give --out PATH")
+    with ResultStore(args.store or DEFAULT_STORE, create=False) as store:
+        mode, records = load_records(store, study, mode=args.mode)
+        if not records:
+            hint = f"{PROG} run {study.name}" + (" --quick" if mode == "quick" else "")
+            raise _Fail(f"no stored cells of {study.name} v{study.version} ({mode} mode) in {store.path}; compute "
+                        f"them with: {hint} --store {store.path}")
+        target = sys.stdout if args.out == "-" else args.out
+        try:
+            _, n_rows, n_cols = export_records(store, study, target, format=fmt, mode=mode)
+        except ImportError as exc:
+            raise _Fail(str(exc)) from None
+        except OSError as exc:
+            raise _Fail(f"cannot write {args.out}: {exc.strerror or exc}") from None
+    where = "standard output" if args.out == "-" else args.out
+    _info(f"{study.name} v{study.version} ({mode} mode): {n_rows} cells x {n_cols} columns as {fmt} to {where}")
+    return 0
 
 
 def _cmd_demo(args) -> int:
