@@ -12,9 +12,9 @@ Commands
 ``reproduce [STUDY ...] [--quick|--full] [--out DIR] [--store PATH] [--workers N] [--scheduler ADDR]``
     run every registered study (or the ones named), write ``DIR/report.txt``,
     ``DIR/report.json`` and the figures (store: ``DIR/results.sqlite``).
-``figure [NAME ...] [--store PATH] [--out DIR] [--quick|--full] [--run] [--list]``
-    draw figures from the stored results (PNG, PDF and a JSON data file with
-    provenance); ``--run`` first computes the cells the figures need.
+``figure [NAME ...] [--store PATH] [--out DIR] [--quick|--full] [--run] [--list] [--format F,F] [--dpi N] [--size W,H]``
+    draw figures from the stored results (PNG and PDF by default, and a JSON
+    data file with provenance); ``--run`` first computes the cells the figures need.
 ``export STUDY [--format csv|jsonl|parquet] [--out PATH] [--store PATH] [--quick|--full]``
     the raw records of one study, one row per cell (see :func:`validation.store.records_table`).
 ``demo [--out DIR] [--full]``
@@ -72,6 +72,33 @@ def _nonneg_int(text):
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be >= 0: {text}")
     return value
+
+
+def _formats(text):
+    from validation.figures._base import check_formats
+
+    try:
+        return check_formats(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _dpi(text):
+    from validation.figures._base import check_dpi
+
+    try:
+        return check_dpi(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _size(text):
+    from validation.figures._base import check_size
+
+    try:
+        return check_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _parser():
@@ -167,13 +194,21 @@ def _parser():
 
     fig = sub.add_parser(
         "figure", parents=[runopts, store, imports], help="draw figures from the stored results",
-        description="Draw figures from the results in the store: NAME.png, NAME.pdf and NAME.json (the plotted "
-                    "data with provenance) in OUT. Nothing is simulated unless --run is given, which first "
-                    "computes (resumably) the cells of the studies the figures read.")
+        description="Draw figures from the results in the store: NAME.png, NAME.pdf (or the formats of --format, "
+                    "at --size and --dpi) and NAME.json (the plotted data with provenance) in OUT. Nothing is "
+                    "simulated unless --run is given, which first computes (resumably) the cells of the studies "
+                    "the figures read; without --run, the store must already hold them (e.g. from reproduce).")
     fig.add_argument("names", nargs="*", metavar="NAME", help="figures to draw (default: every figure)")
     fig.add_argument("--out", default="out", metavar="DIR", help="output directory (default: %(default)s)")
     fig.add_argument("--run", action="store_true", help="first compute the missing cells of the studies needed")
     fig.add_argument("--list", dest="list_only", action="store_true", help="list the figures and their studies")
+    fig.add_argument("--format", dest="formats", type=_formats, default="png,pdf", metavar="FMT[,FMT...]",
+                     help="file formats, comma-separated, among png, pdf, svg, eps, jpg, tiff (default: %(default)s)")
+    fig.add_argument("--dpi", type=_dpi, default=None, metavar="N",
+                     help="resolution of the raster formats (png, jpg, tiff) in dots per inch (default: 150)")
+    fig.add_argument("--size", type=_size, default=None, metavar="W,H",
+                     help="figure size in inches, e.g. 3.4,2.6 for a journal column (default: each figure's own); "
+                          "titles and legends are re-broken to fit")
     _modes(fig, "full mode (default: per study, the complete mode in the store, full first; with --run: full)")
     fig.set_defaults(handler=_cmd_figure, mode=None)
 
@@ -426,7 +461,8 @@ def _cmd_figure(args) -> int:
                     f"'{PROG} reproduce') or point --store at one")
     for name in names:
         try:
-            paths = draw(name, store_path, args.out, mode=args.mode)
+            paths = draw(name, store_path, args.out, mode=args.mode, formats=args.formats, dpi=args.dpi,
+                         size=args.size)
         except FigureError as exc:
             _err(f"figure {name}: {exc}")
             status = 1
