@@ -582,3 +582,20 @@ def test_mean_interval_is_the_student_t_interval():
         assert (mi.low[j], mi.high[j]) == pytest.approx((lo, hi))
     one = mean_interval(x[:, 0])
     assert isinstance(one.mean, float) and one.low < one.mean < one.high and one.n == 30
+
+
+def test_messages_show_numpy_scalars_as_plain_numbers():
+    """A NumPy scalar argument is shown as the number it is ("got 2.0"), never as "np.float64(2.0)"."""
+    from validation.rates import fit_rate
+    from validation.testing import assert_convergence_order
+
+    calls = [lambda: unbiasedness_test(np.ones((5, 2)), 1.0, alpha=np.float64(2.0)),
+             lambda: unbiasedness_test(np.ones((5, 2)), 1.0, power=np.float32(1.5)),
+             lambda: unbiasedness_test(np.ones((5, 2)), 1.0, atol=np.float64(-1.0)),
+             lambda: assert_convergence_order([1.0, 2.0, 4.0], [1.0, 2.0, 4.0], np.float64("nan")),
+             lambda: assert_convergence_order([1.0, 2.0, 4.0], [1.0, 2.0, 4.0], 1.0, tol=np.float64(0.9)),
+             lambda: fit_rate([1.0, 2.0, 4.0], [1.0, 2.0, 4.0], confidence=np.float64(1.5))]
+    for call in calls:
+        with pytest.raises(ValueError) as exc:
+            call()
+        assert "np." not in str(exc.value) and "got" in str(exc.value), str(exc.value)

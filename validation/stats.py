@@ -141,6 +141,11 @@ _NULL_TOL_SD = 1e-6  # a deviation along a constant direction larger than this (
 
 
 # --------------------------------------------------------------------------- argument checks
+def _plain(value):
+    """A NumPy scalar as the Python number it holds, so that messages show ``2.0``, not ``np.float64(2.0)``."""
+    item = getattr(value, "item", None)
+    return item() if item is not None and getattr(value, "shape", None) == () else value
+
 
 
 def _as_samples(name, samples, min_n):
@@ -187,19 +192,19 @@ def _as_target(name, target, shape, *, optional=False):
 
 def _check_prob(name, value):
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (0.0 < float(value) < 1.0):
-        raise ValueError(f"{name} must be a number in (0, 1), got {value!r}")
+        raise ValueError(f"{name} must be a number in (0, 1), got {_plain(value)!r}")
     return float(value)
 
 
 def _check_choice(name, value, choices):
     if not isinstance(value, str) or value not in choices:
-        raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}; got {value!r}")
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}; got {_plain(value)!r}")
     return value
 
 
 def _check_nonneg(name, value):
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (math.isfinite(value) and value >= 0):
-        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+        raise ValueError(f"{name} must be a finite number >= 0, got {_plain(value)!r}")
     return float(value)
 
 
