@@ -124,8 +124,8 @@ class LocalDaskCluster:
         for name in order:
             proc = self.procs[name]
             try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:  # a worker still closing its connections: it has had its chance
                 proc.kill()
                 proc.wait(timeout=10)
 

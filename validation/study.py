@@ -216,7 +216,7 @@ def flatten_result(result: dict, sep: str | None = ".") -> dict:
 def declared_fields(study: Study) -> dict[str, tuple[str, str]] | None:
     """The result fields a study declares (``Study.result_fields``), or those declared for it, by name and
     version, in :data:`validation.studies.fields.RESULT_FIELDS`; None when nothing is declared."""
-    own = type(study).__dict__.get("result_fields") or getattr(study, "result_fields", None)
+    own = getattr(study, "result_fields", None)
     if own:
         return dict(own)
     try:
