@@ -160,7 +160,48 @@ class ToyEnv(Study):
         return []
 
 
-TOYS = (ToySum, ToyMany, ToyFail, ToyVerdictFails, ToyVerdictRaises, ToyEnv)
+@register
+class ToySlow(Study):
+    """Cells that take a while on a worker (for killing a worker mid-run); the results do not depend on it.
+
+    Two environment variables of the *worker* change how a cell runs, never what it returns:
+    ``PA_TOY_SLEEP`` (seconds a cell sleeps, default 0, so a reference run in the test process is instant)
+    and ``PA_TOY_MARKERS`` (a directory: a cell writes ``PID-SEED.started`` when it starts and
+    ``PID-SEED.done`` when it ends, so a test can see which worker is inside which cell).
+    """
+
+    name = "toy_slow"
+    version = 1
+    title = "Toy: slow cells"
+    labels = ("X7",)
+
+    def grid(self, mode):
+        return [{"k": k} for k in range(8 if mode == "quick" else 16)]
+
+    def replicates(self, mode):
+        return 2
+
+    def measure(self, params, seed):
+        markers = os.environ.get("PA_TOY_MARKERS")
+        stem = os.path.join(markers, f"{os.getpid()}-{seed}") if markers else None
+        if stem:
+            with open(stem + ".started", "w"):
+                pass
+        time.sleep(float(os.environ.get("PA_TOY_SLEEP", "0")))
+        rng = np.random.default_rng(seed)
+        result = {"u": float(rng.random()), "k": params["k"], "z": rng.standard_normal(2)}
+        if stem:
+            with open(stem + ".done", "w"):
+                pass
+        return result
+
+    def verdicts(self, records, mode):
+        u = np.array([r.result["u"] for r in records])
+        return [Verdict(self.name, "uniform draws lie in [0, 1)", "X7", "[0, 1)", float(u.max()), None, None,
+                        passed=bool(np.all((u >= 0) & (u < 1))))]
+
+
+TOYS = (ToySum, ToyMany, ToyFail, ToyVerdictFails, ToyVerdictRaises, ToyEnv, ToySlow)
 
 
 @contextlib.contextmanager

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 import socket
 import subprocess
@@ -187,3 +188,72 @@ def test_console_script():
     exe = shutil.which("particle-attention") or str(Path(sys.executable).parent / "particle-attention")
     proc = subprocess.run([exe, "--help"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0 and "reproduce" in proc.stdout and "report" in proc.stdout
+
+
+_MY_STUDIES = '''
+"""A study of a user's own, in the current directory (not installed, not on PYTHONPATH)."""
+import numpy as np
+
+from validation.study import Study, Verdict, register
+
+
+@register
+class MyTiny(Study):
+    name = "my_tiny"
+    title = "a user's study"
+    labels = ("U1",)
+    result_fields = {"u": ("()", "a uniform draw")}
+
+    def grid(self, mode):
+        return [{"k": k} for k in range(3)]
+
+    def measure(self, params, seed):
+        return {"u": float(np.random.default_rng(seed).random())}
+
+    def verdicts(self, records, mode):
+        return [Verdict(self.name, "draws in [0, 1)", "U1", 0, 0.0, None, None,
+                        passed=all(0 <= r.result["u"] < 1 for r in records))]
+'''
+
+
+def _console_script():
+    exe = Path(sys.executable).parent / "particle-attention"
+    return str(exe) if exe.exists() else shutil.which("particle-attention")
+
+
+@pytest.mark.skipif(_console_script() is None, reason="console script not installed (pip install -e .)")
+def test_console_script_imports_modules_from_the_current_directory(tmp_path):
+    """``particle-attention --import my_studies`` behaves like ``python -m validation --import my_studies``: the
+    current directory is searched (the console script's own sys.path[0] is its bin directory), also by the
+    local worker processes."""
+    (tmp_path / "my_studies.py").write_text(_MY_STUDIES)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    outs = {}
+    for label, prog, workers in (("script, in process", [_console_script()], "0"),
+                                 ("script, worker process", [_console_script()], "1"),
+                                 ("python -m", [sys.executable, "-m", "validation"], "0")):
+        store = tmp_path / f"{label.replace(' ', '_').replace(',', '')}.sqlite"
+        proc = subprocess.run([*prog, "run", "my_tiny", "--quick", "--import", "my_studies", "--workers", workers,
+                               "--store", str(store), "--no-progress"], cwd=tmp_path, env=env, capture_output=True,
+                              text=True, timeout=120)
+        assert proc.returncode == 0, (label, proc.stderr)
+        assert "PASS" in proc.stdout and "3 computed" in proc.stderr, label
+        with ResultStore(store) as s:
+            outs[label] = s.records("my_tiny", 1)
+    assert outs["script, in process"] == outs["script, worker process"] == outs["python -m"]
+    # a module that is not there is still a one-line error (exit status 2)
+    proc = subprocess.run([_console_script(), "list", "--import", "not_here_xyz"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "cannot import not_here_xyz" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_help_texts_show_no_format_escapes():
+    """argparse %-formats help strings but not descriptions: '95%%' in a description shows as written."""
+    from validation.__main__ import _parser
+
+    parser = _parser()
+    sub = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")
+    texts = {"": parser.format_help(), **{name: p.format_help() for name, p in sub.choices.items()}}
+    for name, text in texts.items():
+        assert "%%" not in text and "%(" not in text, name
+    assert "95% intervals" in texts["demo"]

@@ -313,6 +313,109 @@ def test_biased_estimator_is_rejected_at_small_size():
         assert not unbiasedness_test(ra_draws(11, 2000), EXACT, method=m).rejected
 
 
+# --------------------------------------------------------------------------- unbiasedness: minimum detectable bias
+
+
+def test_minimum_detectable_bias_matches_a_hand_computation():
+    """n = 4000, K = 2, sd exactly 0.2, alpha = 0.01, power 0.8: (z_{1-0.0025} + z_{0.8}) * 0.2 / sqrt(4000)."""
+    x = np.random.default_rng(5).standard_normal((4000, 2))
+    x = 0.2 * (x - x.mean(axis=0)) / x.std(axis=0, ddof=1)  # sample sd exactly 0.2, mean exactly 0
+    z_crit, z_power = 2.8070337683438, 0.8416212335729  # tables: Phi^-1(1 - 0.01/4), Phi^-1(0.8)
+    hand = (z_crit + z_power) * 0.2 / math.sqrt(4000)  # 0.0115380...
+    for method in ("holm", "bonferroni"):
+        res = unbiasedness_test(x, 0.0, alpha=0.01, method=method)
+        assert_allclose(res.min_detectable_bias, [hand, hand], rtol=1e-9)
+        assert res.power == 0.8 and not res.rejected
+        assert ("no bias detected: with n = 4000 a bias of at least 0.0115 in any one coordinate would have been "
+                "detected with 80% power at family-wise alpha 0.01") in res.summary()
+    one = unbiasedness_test(x[:, 0], 0.0, alpha=0.01, power=0.9)  # K = 1: alpha' = alpha
+    assert_allclose(one.min_detectable_bias, (2.5758293035489 + 1.2815515655446) * 0.2 / math.sqrt(4000), rtol=1e-9)
+    assert "a bias of at least 0.0122 would have been detected with 90% power at family-wise alpha 0.01" in str(one)
+    # constant coordinates: a deviation beyond atol is certain to be rejected
+    c = unbiasedness_test(np.column_stack([x[:, 0], np.full(4000, 3.0)]), [0.0, 3.0], alpha=0.01, atol=1e-9)
+    assert c.min_detectable_bias[1] == 1e-9
+    # Hotelling, one dimension: lambda solves P(F'(1, n - 1, lambda) > F_{0.99}(1, n - 1)) = 0.8; checked by the
+    # non-central t it is equivalent to (two-sided t test at level 0.01 with power 0.8)
+    h = unbiasedness_test(x[:, 0], 0.0, alpha=0.01, method="hotelling")
+    delta = float(h.min_detectable_bias) / (0.2 / math.sqrt(4000))
+    t_crit = stats.t.isf(0.005, 3999)
+    power = stats.nct.sf(t_crit, 3999, delta) + stats.nct.cdf(-t_crit, 3999, delta)
+    assert_allclose(power, 0.8, atol=1e-8)
+    with pytest.raises(ValueError, match=r"power must be a number in \(0, 1\), got 1.5"):
+        unbiasedness_test(x, 0.0, power=1.5)
+
+
+_MDB_COV = np.array([[1.0, 0.6, 0.0], [0.6, 1.0, 0.0], [0.0, 0.0, 4.0]])  # correlated, unequal scales
+
+
+def _mdb_rejection_rates(method, n_trials, n=400, alpha=0.01, seed=20261203):
+    """Stated minimum detectable bias of coordinate 0 (mean over 200 unbiased samples), and the rejection rates
+    of an estimator biased by it, and by half of it, in coordinate 0 alone."""
+    chol = np.linalg.cholesky(_MDB_COV)
+    seeds = np.random.SeedSequence(seed).spawn(200 + n_trials)
+
+    def draw(ss):
+        return np.random.default_rng(ss).standard_normal((n, 3)) @ chol.T
+
+    stated = float(np.mean([unbiasedness_test(draw(ss), 0.0, alpha=alpha, method=method).min_detectable_bias[0]
+                            for ss in seeds[:200]]))
+    rates = []
+    for shift in (stated, stated / 2):
+        hits = 0
+        for ss in seeds[200:]:
+            x = draw(ss)
+            x[:, 0] += shift
+            hits += unbiasedness_test(x, 0.0, alpha=alpha, method=method).rejected
+        rates.append(hits / n_trials)
+    return stated, rates
+
+
+def _check_mdb_calibration(method, n_trials):
+    """Declared tolerance: 0.015 for the normal approximation of the formula (t vs z quantiles, the other tail; at
+    n = 400 the exact power at the stated bias is within 0.01 of 0.8) plus 3.3 binomial standard deviations of the
+    rejection rate over ``n_trials`` (a false failure with probability < 1e-3)."""
+    stated, (at_mdb, at_half) = _mdb_rejection_rates(method, n_trials)
+    tol = 0.015 + 3.3 * math.sqrt(0.8 * 0.2 / n_trials)
+    assert abs(at_mdb - 0.8) <= tol, (method, stated, at_mdb, tol)
+    assert at_half < 0.4, (method, stated, at_half)  # negative control: half the bias is mostly missed
+    return stated
+
+
+@pytest.mark.statistical
+@pytest.mark.parametrize("method", ["holm", "hotelling"])
+def test_minimum_detectable_bias_is_rejected_at_the_stated_power_reduced(method):
+    """Fast tier: 500 trials (tolerance 0.074)."""
+    stated = _check_mdb_calibration(method, 500)
+    if method == "holm":  # sd of coordinate 0 is 1: the stated bias is (z_{1-0.01/6} + z_0.8) / sqrt(400) = 0.189
+        assert_allclose(stated, (stats.norm.isf(0.01 / 6) + stats.norm.ppf(0.8)) / 20, rtol=0.01)
+
+
+@pytest.mark.slow
+@pytest.mark.statistical
+@pytest.mark.parametrize("method", ["holm", "hotelling"])
+def test_minimum_detectable_bias_is_rejected_at_the_stated_power(method):
+    """2000 trials (tolerance 0.044)."""
+    _check_mdb_calibration(method, 2000)
+
+
+def test_assert_unbiased_states_its_power():
+    """The biased estimator of the issue (bias 0.04 at n = 4000, not detected) is passed *with* the statement that
+    only biases above the stated size would have been seen, and that size is above 0.04."""
+    from validation.testing import assert_unbiased
+
+    def biased(rng):  # bias 0.04 in a coordinate of sd 1.4: z about 1.8 at n = 4000
+        return np.array([rng.normal(0.0, 1.0), rng.normal(0.04, 1.4)])
+
+    res = assert_unbiased(biased, [0.0, 0.0], n_samples=4000, alpha=0.01, rng=2)
+    assert not res.rejected and res.min_detectable_bias[1] > 0.04
+    assert "no bias detected: with n = 4000 a bias of at least" in res.summary()
+    assert "would have been detected with 80% power at family-wise alpha 0.01" in res.summary()
+    g = np.random.default_rng(3)  # ten times the draws (as an array, to be quick): now it is seen (z about 5.7)
+    more = np.column_stack([g.normal(0.0, 1.0, 40000), g.normal(0.04, 1.4, 40000)])
+    with pytest.raises(AssertionError, match="looks biased"):
+        assert_unbiased(more, [0.0, 0.0], alpha=0.01)
+
+
 # --------------------------------------------------------------------------- variance and MSE
 
 
@@ -479,3 +582,20 @@ def test_mean_interval_is_the_student_t_interval():
         assert (mi.low[j], mi.high[j]) == pytest.approx((lo, hi))
     one = mean_interval(x[:, 0])
     assert isinstance(one.mean, float) and one.low < one.mean < one.high and one.n == 30
+
+
+def test_messages_show_numpy_scalars_as_plain_numbers():
+    """A NumPy scalar argument is shown as the number it is ("got 2.0"), never as "np.float64(2.0)"."""
+    from validation.rates import fit_rate
+    from validation.testing import assert_convergence_order
+
+    calls = [lambda: unbiasedness_test(np.ones((5, 2)), 1.0, alpha=np.float64(2.0)),
+             lambda: unbiasedness_test(np.ones((5, 2)), 1.0, power=np.float32(1.5)),
+             lambda: unbiasedness_test(np.ones((5, 2)), 1.0, atol=np.float64(-1.0)),
+             lambda: assert_convergence_order([1.0, 2.0, 4.0], [1.0, 2.0, 4.0], np.float64("nan")),
+             lambda: assert_convergence_order([1.0, 2.0, 4.0], [1.0, 2.0, 4.0], 1.0, tol=np.float64(0.9)),
+             lambda: fit_rate([1.0, 2.0, 4.0], [1.0, 2.0, 4.0], confidence=np.float64(1.5))]
+    for call in calls:
+        with pytest.raises(ValueError) as exc:
+            call()
+        assert "np." not in str(exc.value) and "got" in str(exc.value), str(exc.value)

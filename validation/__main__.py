@@ -12,9 +12,11 @@ Commands
 ``reproduce [STUDY ...] [--quick|--full] [--out DIR] [--store PATH] [--workers N] [--scheduler ADDR]``
     run every registered study (or the ones named), write ``DIR/report.txt``,
     ``DIR/report.json`` and the figures (store: ``DIR/results.sqlite``).
-``figure [NAME ...] [--store PATH] [--out DIR] [--quick|--full] [--run] [--list]``
-    draw figures from the stored results (PNG, PDF and a JSON data file with
-    provenance); ``--run`` first computes the cells the figures need.
+``figure [NAME ...] [--store PATH] [--out DIR] [--quick|--full] [--run] [--list] [--format F,F] [--dpi N] [--size W,H]``
+    draw figures from the stored results (PNG and PDF by default, and a JSON
+    data file with provenance); ``--run`` first computes the cells the figures need.
+``export STUDY [--format csv|jsonl|parquet] [--out PATH] [--store PATH] [--quick|--full]``
+    the raw records of one study, one row per cell (see :func:`validation.store.records_table`).
 ``demo [--out DIR] [--full]``
     the RBM-1 strong-order demo (measures and plots in one go).
 
@@ -70,6 +72,33 @@ def _nonneg_int(text):
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be >= 0: {text}")
     return value
+
+
+def _formats(text):
+    from validation.figures._base import check_formats
+
+    try:
+        return check_formats(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _dpi(text):
+    from validation.figures._base import check_dpi
+
+    try:
+        return check_dpi(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _size(text):
+    from validation.figures._base import check_size
+
+    try:
+        return check_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _parser():
@@ -145,22 +174,48 @@ def _parser():
                      help="results store (default: OUT/results.sqlite)")
     rpr.set_defaults(handler=_cmd_reproduce)
 
+    exp = sub.add_parser(
+        "export", parents=[store, imports], help="write the raw records of a study as CSV, JSON lines or Parquet",
+        description="Write every stored cell of STUDY (one mode) as one row: study, version, mode, replicate, "
+                    "seed, the parameters (params.NAME) and the stored results (result.NAME; nested dicts "
+                    "become dotted names), then elapsed, worker, finished_at, package_version. CSV writes numbers "
+                    "and lists as JSON text; JSON lines keeps lists as lists; Parquet needs pyarrow (pip install "
+                    "'particle-attention[data]'). The fields of each study are listed in the docs' study catalog.")
+    exp.add_argument("study", metavar="STUDY", help="study name (see the list command)")
+    exp.add_argument("--format", choices=("csv", "jsonl", "parquet"), default=None,
+                     help="output format (default: from the suffix of --out, else csv)")
+    exp.add_argument("--out", metavar="PATH", default="-",
+                     help="output file (default: standard output; parquet needs a file)")
+    emodes = exp.add_mutually_exclusive_group()
+    emodes.add_argument("--quick", dest="mode", action="store_const", const="quick", help="the quick-mode cells")
+    emodes.add_argument("--full", dest="mode", action="store_const", const="full",
+                        help="the full-mode cells (default: full when complete, else quick, as report chooses)")
+    exp.set_defaults(handler=_cmd_export, mode=None)
+
     fig = sub.add_parser(
         "figure", parents=[runopts, store, imports], help="draw figures from the stored results",
-        description="Draw figures from the results in the store: NAME.png, NAME.pdf and NAME.json (the plotted "
-                    "data with provenance) in OUT. Nothing is simulated unless --run is given, which first "
-                    "computes (resumably) the cells of the studies the figures read.")
+        description="Draw figures from the results in the store: NAME.png, NAME.pdf (or the formats of --format, "
+                    "at --size and --dpi) and NAME.json (the plotted data with provenance) in OUT. Nothing is "
+                    "simulated unless --run is given, which first computes (resumably) the cells of the studies "
+                    "the figures read; without --run, the store must already hold them (e.g. from reproduce).")
     fig.add_argument("names", nargs="*", metavar="NAME", help="figures to draw (default: every figure)")
     fig.add_argument("--out", default="out", metavar="DIR", help="output directory (default: %(default)s)")
     fig.add_argument("--run", action="store_true", help="first compute the missing cells of the studies needed")
     fig.add_argument("--list", dest="list_only", action="store_true", help="list the figures and their studies")
+    fig.add_argument("--format", dest="formats", type=_formats, default="png,pdf", metavar="FMT[,FMT...]",
+                     help="file formats, comma-separated, among png, pdf, svg, eps, jpg, tiff (default: %(default)s)")
+    fig.add_argument("--dpi", type=_dpi, default=None, metavar="N",
+                     help="resolution of the raster formats (png, jpg, tiff) in dots per inch (default: 150)")
+    fig.add_argument("--size", type=_size, default=None, metavar="W,H",
+                     help="figure size in inches, e.g. 3.4,2.6 for a journal column (default: each figure's own); "
+                          "titles and legends are re-broken to fit")
     _modes(fig, "full mode (default: per study, the complete mode in the store, full first; with --run: full)")
     fig.set_defaults(handler=_cmd_figure, mode=None)
 
     demo = sub.add_parser(
         "demo", help="measure the strong order of RBM-1 in tau (T4) and compare it with the theory",
         description="Measure the strong order of RBM-1 in tau on the confined tanh system for p = 2, 4, 8, print "
-                    "measured vs theoretical order with 95%% intervals and a verdict, and write "
+                    "measured vs theoretical order with 95% intervals and a verdict, and write "
                     "rbm_strong_order.png/.pdf/.json. Exit status 0 when all verdicts are consistent.")
     demo.add_argument("--out", default="out", metavar="DIR", help="output directory (default: %(default)s)")
     demo.add_argument("--full", action="store_true",
@@ -186,11 +241,25 @@ def _duration(seconds: float) -> str:
 
 
 def _import_modules(modules) -> None:
+    if modules:
+        _cwd_on_path()
     for name in modules:
         try:
             importlib.import_module(name)
         except ImportError as exc:
             raise _Usage(f"cannot import {name}: {exc}") from None
+
+
+def _cwd_on_path() -> None:
+    """Put the current directory first on sys.path, as ``python -m validation`` does.
+
+    The console script (``particle-attention``) starts with its own directory on sys.path instead, so
+    ``--import my_studies`` would not find ``./my_studies.py``. Local worker processes ("spawn") inherit
+    sys.path, so they find it too.
+    """
+    cwd = os.getcwd()
+    if not any(p in ("", cwd) or (p and os.path.abspath(p) == cwd) for p in sys.path):
+        sys.path.insert(0, cwd)
 
 
 def _study(name: str):
@@ -392,7 +461,8 @@ def _cmd_figure(args) -> int:
                     f"'{PROG} reproduce') or point --store at one")
     for name in names:
         try:
-            paths = draw(name, store_path, args.out, mode=args.mode)
+            paths = draw(name, store_path, args.out, mode=args.mode, formats=args.formats, dpi=args.dpi,
+                         size=args.size)
         except FigureError as exc:
             _err(f"figure {name}: {exc}")
             status = 1
@@ -404,6 +474,37 @@ def _cmd_figure(args) -> int:
         for p in paths:
             _info(f"figure: {p}")
     return int(bool(status))
+
+
+def _cmd_export(args) -> int:
+    from validation.store import EXPORT_FORMATS, ResultStore, export_records, load_records
+
+    study = _study(args.study)
+    fmt = args.format
+    if fmt is None:
+        suffix = Path(args.out).suffix.lstrip(".").lower() if args.out != "-" else ""
+        fmt = {"ndjson": "jsonl", "pq": "parquet"}.get(suffix, suffix) if suffix else "csv"
+        if fmt not in EXPORT_FORMATS:
+            raise _Usage(f"cannot tell the format from --out {args.out}: give --format "
+                         f"({', '.join(EXPORT_FORMATS)})")
+    if fmt == "parquet" and args.out == "-":
+        raise _Usage("parquet is binary: give --out PATH")
+    with ResultStore(args.store or DEFAULT_STORE, create=False) as store:
+        mode, records = load_records(store, study, mode=args.mode)
+        if not records:
+            hint = f"{PROG} run {study.name}" + (" --quick" if mode == "quick" else "")
+            raise _Fail(f"no stored cells of {study.name} v{study.version} ({mode} mode) in {store.path}; compute "
+                        f"them with: {hint} --store {store.path}")
+        target = sys.stdout if args.out == "-" else args.out
+        try:
+            _, n_rows, n_cols = export_records(store, study, target, format=fmt, mode=mode)
+        except ImportError as exc:
+            raise _Fail(str(exc)) from None
+        except OSError as exc:
+            raise _Fail(f"cannot write {args.out}: {exc.strerror or exc}") from None
+    where = "standard output" if args.out == "-" else args.out
+    _info(f"{study.name} v{study.version} ({mode} mode): {n_rows} cells x {n_cols} columns as {fmt} to {where}")
+    return 0
 
 
 def _cmd_demo(args) -> int:

@@ -36,6 +36,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from validation.stats import _plain
+
 __all__ = ["RateFit", "WindowSlope", "fit_rate", "preasymptotic_flag"]
 
 
@@ -91,9 +93,9 @@ class RateFit:
         order = float(order)
         tol = float(tol)
         if not math.isfinite(order):
-            raise ValueError(f"order must be a finite number, got {order!r}")
+            raise ValueError(f"order must be a finite number, got {_plain(order)!r}")
         if not (math.isfinite(tol) and tol >= 0):
-            raise ValueError(f"tol must be a finite number >= 0, got {tol!r}")
+            raise ValueError(f"tol must be a finite number >= 0, got {_plain(tol)!r}")
         return bool(self.ci_low - tol <= order <= self.ci_high + tol)
 
     def as_dict(self):
@@ -206,7 +208,7 @@ def fit_rate(levels, errors, *, replicate_errors=None, confidence=0.95, n_boot=2
     except (TypeError, ValueError):
         conf = math.nan
     if isinstance(confidence, bool) or not (0.0 < conf < 1.0):
-        raise ValueError(f"confidence must be a number in (0, 1), got {confidence!r}")
+        raise ValueError(f"confidence must be a number in (0, 1), got {_plain(confidence)!r}")
     confidence = conf
     rep = None
     if replicate_errors is not None:
@@ -246,7 +248,7 @@ def fit_rate(levels, errors, *, replicate_errors=None, confidence=0.95, n_boot=2
             raise ValueError("errors must be the RMS of replicate_errors per level, sqrt(mean(replicate_errors, "
                              "axis=0)); pass errors=None to have it computed")
         if not isinstance(n_boot, int | np.integer) or isinstance(n_boot, bool) or n_boot < 100:
-            raise ValueError(f"n_boot must be an integer >= 100, got {n_boot!r}")
+            raise ValueError(f"n_boot must be an integer >= 100, got {_plain(n_boot)!r}")
         gen = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
         slopes = _bootstrap_slopes(x, rep, int(n_boot), gen)
         lo, hi = (float(v) for v in np.quantile(slopes, [alpha / 2.0, 1.0 - alpha / 2.0]))
@@ -311,9 +313,9 @@ def preasymptotic_flag(levels, errors, order, tol):
     order = float(order)
     tol = float(tol)
     if not math.isfinite(order):
-        raise ValueError(f"order must be a finite number, got {order!r}")
+        raise ValueError(f"order must be a finite number, got {_plain(order)!r}")
     if not (math.isfinite(tol) and tol >= 0):
-        raise ValueError(f"tol must be a finite number >= 0, got {tol!r}")
+        raise ValueError(f"tol must be a finite number >= 0, got {_plain(tol)!r}")
     idx = np.argsort(lv)
     x = np.log(lv[idx])
     y = np.log(er[idx])

@@ -335,7 +335,8 @@ def report(store: ResultStore | str | os.PathLike, study_names: list[str] | None
                     names.append(name)
         else:
             names = list(dict.fromkeys(study_names))
-        studies = [get_study(n) for n in names]
+        # a study registered by the caller (--import) needs no import of the built-in families (seconds)
+        studies = [REGISTRY.get(n) or get_study(n) for n in names]
         return Report(str(store.path), [_study_report(store, s, mode) for s in studies], notes)
     finally:
         if own:

@@ -507,8 +507,12 @@ def _run(study, mode, store, executor, workers, scheduler, base_seed, progress, 
         warning = _dask_threads_warning(executor) if pending else None
         if warning:
             print(warning, file=sys.stderr, flush=True)
-        submit = lambda fn, *args: executor.submit(fn, *args, pure=False)  # noqa: E731
-        as_completed = dask_as_completed
+        client = executor
+        submit = lambda fn, *args: client.submit(fn, *args, pure=False)  # noqa: E731
+        # distributed.as_completed runs on the loop of the *default* client unless given one: a client made
+        # with set_as_default=False (ours, so that a run never changes the user's default) has none, and with
+        # several clients the default may belong to another cluster. The futures' own client's loop is right.
+        as_completed = lambda futures: dask_as_completed(futures, loop=client.loop)  # noqa: E731
     elif isinstance(executor, cf.Executor):
         label = f"{getattr(executor, '_max_workers', '?')} local processes" if isinstance(
             executor, cf.ProcessPoolExecutor) else type(executor).__name__

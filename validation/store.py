@@ -32,10 +32,26 @@ them and inserting a cell that is already present is a no-op.
 Files that are not stores of this kind (not readable, not SQLite, a SQLite
 database of another application, a store written by a newer schema) raise
 :class:`StoreError` before anything is written to them.
+
+Getting the data out
+--------------------
+:func:`load_records` gives the records of one study and mode (the cells a
+report judges), :func:`records_table` the same as flat rows, one per cell:
+the columns ``study``, ``version``, ``mode``, ``replicate``, ``seed``,
+``params.NAME`` for each parameter and ``result.NAME`` for each stored field
+(nested dicts become dotted names: ``result.sq_errors.2``; what each study
+stores is listed in the docs' study catalog, from ``Study.result_fields``),
+then the cell's ``elapsed`` seconds, ``worker``, ``finished_at`` and
+``package_version``. :func:`records_frame` returns them as a
+``pandas.DataFrame`` when pandas is installed (``pip install
+"particle-attention[data]"``) and as a dict of NumPy columns otherwise;
+:func:`export_records` (``python -m validation export STUDY``) writes CSV,
+JSON lines or Parquet.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import math
@@ -46,7 +62,8 @@ from pathlib import Path
 
 from validation.study import Record, canonical
 
-__all__ = ["ResultStore", "StoreError", "SCHEMA_VERSION", "MAGIC", "APPLICATION_ID", "package_version"]
+__all__ = ["ResultStore", "StoreError", "SCHEMA_VERSION", "MAGIC", "APPLICATION_ID", "package_version",
+           "load_records", "records_table", "records_frame", "export_records", "EXPORT_FORMATS"]
 
 #: Value of ``meta.magic`` in every store.
 MAGIC = "particle-attention results store"
@@ -368,3 +385,229 @@ class ResultStore:
         """The (study, version) pairs that have stored cells, sorted."""
         return [(s, int(v)) for s, v in self.conn.execute(
             "SELECT DISTINCT study, study_version FROM cells ORDER BY study, study_version")]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Getting the data out
+# ---------------------------------------------------------------------------------------------------------------
+
+#: Formats of :func:`export_records`.
+EXPORT_FORMATS = ("csv", "jsonl", "parquet")
+#: Columns that come first in every exported row (then params.*, result.*, then _TAIL_COLUMNS).
+_HEAD_COLUMNS = ("study", "version", "mode", "replicate", "seed")
+_TAIL_COLUMNS = ("elapsed", "worker", "finished_at", "package_version")
+
+
+def _resolve(store, study):
+    from validation.study import REGISTRY, Study, get_study
+
+    if isinstance(study, Study):
+        return study
+    return REGISTRY.get(study) or get_study(study)
+
+
+def _opened(store):
+    """(store, whether we opened it): a path must name an existing store."""
+    if isinstance(store, ResultStore):
+        return store, False
+    return ResultStore(store, create=False), True
+
+
+def load_records(store, study, *, mode: str | None = None) -> tuple[str, list[Record]]:
+    """The stored records of one study that a report judges: ``(mode, records)`` in the study's cell order.
+
+    Parameters
+    ----------
+    store : ResultStore or path
+        A path must name an existing store.
+    study : Study or str
+        A study or its registered name.
+    mode : {"quick", "full"}, optional
+        Default: full when all its cells are stored, else quick when all are, else the mode with the larger
+        stored fraction (as :func:`validation.report.report` chooses).
+    """
+    from validation.report import select_records
+    from validation.study import MODES
+
+    if mode is not None and mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}; got {mode!r}")
+    study = _resolve(store, study)
+    store, own = _opened(store)
+    try:
+        chosen, records, _, _ = select_records(store, study, mode)
+        return chosen, records
+    finally:
+        if own:
+            store.close()
+
+
+def records_table(store, study, *, mode: str | None = None) -> tuple[list[str], list[dict]]:
+    """The records of one study and mode as flat rows: ``(columns, rows)``, one dict per cell.
+
+    Columns: see the module docstring (``params.*`` and ``result.*`` flattened with dotted names; a value
+    that is a list stays a list). A field that some cells do not store is None in their rows.
+    """
+    from validation.report import select_records
+    from validation.study import MODES, canonical, flatten_result
+
+    if mode is not None and mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}; got {mode!r}")
+    study = _resolve(store, study)
+    store, own = _opened(store)
+    try:
+        chosen, records, _, _ = select_records(store, study, mode)
+        extra = {(r["params"], int(r["replicate"])): r for r in store.rows(study.name)
+                 if int(r["study_version"]) == study.version}
+    finally:
+        if own:
+            store.close()
+    columns: dict[str, None] = dict.fromkeys(_HEAD_COLUMNS)
+    rows = []
+    for rec in records:
+        row = {"study": study.name, "version": study.version, "mode": chosen, "replicate": rec.replicate,
+               "seed": rec.seed}
+        row.update({f"params.{k}": v for k, v in flatten_result(rec.params).items()})
+        row.update({f"result.{k}": v for k, v in flatten_result(rec.result).items()})
+        meta = extra.get((canonical(rec.params), rec.replicate), {})
+        row.update({k: meta.get(k) for k in _TAIL_COLUMNS})
+        columns.update(dict.fromkeys(k for k in row if k not in _TAIL_COLUMNS))
+        rows.append(row)
+    names = [*columns, *_TAIL_COLUMNS]
+    return names, [{k: row.get(k) for k in names} for row in rows]
+
+
+def _column_array(values):
+    import numpy as np
+
+    present = [v for v in values if v is not None]
+    if present and all(isinstance(v, bool) for v in present) and len(present) == len(values):
+        return np.array(values, dtype=bool)
+    if present and all(isinstance(v, int) and not isinstance(v, bool) for v in present) \
+            and len(present) == len(values):
+        return np.array(values, dtype=np.int64)
+    if present and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in present):
+        return np.array([np.nan if v is None else float(v) for v in values], dtype=np.float64)
+    out = np.empty(len(values), dtype=object)
+    for i, v in enumerate(values):  # lists become arrays (one per cell; shapes may differ between cells)
+        if isinstance(v, list):
+            try:
+                v = np.asarray(v, dtype=np.float64)
+            except (TypeError, ValueError):
+                pass
+        out[i] = v
+    return out
+
+
+def records_frame(store, study, *, mode: str | None = None, as_frame: bool | None = None):
+    """The records of one study and mode as a table: a ``pandas.DataFrame`` or a dict of NumPy columns.
+
+    Parameters
+    ----------
+    store, study, mode
+        As in :func:`load_records`.
+    as_frame : bool, optional
+        True: a DataFrame (ImportError naming the extra when pandas is missing); False: a dict
+        ``{column: ndarray}``; None (default): a DataFrame when pandas is installed, else the dict.
+
+    Returns
+    -------
+    pandas.DataFrame or dict of str to ndarray
+        One row per cell, the columns of :func:`records_table`. In the dict, numeric columns are float64
+        (NaN where a cell lacks the field), int64 or bool arrays; other columns are object arrays whose
+        list values are NumPy arrays.
+    """
+    if as_frame is None or as_frame:
+        try:
+            import pandas as pd
+        except ImportError:
+            if as_frame:
+                raise ImportError("records_frame(as_frame=True) needs pandas: pip install "
+                                  "'particle-attention[data]'") from None
+            pd = None
+    else:
+        pd = None
+    columns, rows = records_table(store, study, mode=mode)
+    data = {c: _column_array([r[c] for r in rows]) for c in columns}
+    if pd is None:
+        return data
+    return pd.DataFrame(data, columns=columns)
+
+
+def _finite_or_none(value):
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, list):
+        return [_finite_or_none(v) for v in value]
+    return value
+
+
+def _csv_cell(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, separators=(",", ":"))  # numbers, booleans (true/false), lists (JSON text)
+
+
+def export_records(store, study, out, *, format: str = "csv", mode: str | None = None) -> tuple[str, int, int]:
+    """Write the raw records of one study and mode as CSV, JSON lines or Parquet; returns (mode, rows, columns).
+
+    Parameters
+    ----------
+    store, study, mode
+        As in :func:`load_records`.
+    out : path or text file object
+        Where to write (a file object: CSV and JSON lines only).
+    format : {"csv", "jsonl", "parquet"}
+        ``csv``: one row per cell; numbers, booleans and lists as JSON text (``[0.1,0.2]``), missing fields
+        empty. ``jsonl``: one JSON object per line, lists native, non-finite numbers null. ``parquet``:
+        needs pyarrow (``pip install "particle-attention[data]"``); lists become list columns (a column whose
+        values pyarrow cannot type is written as JSON text).
+
+    Raises
+    ------
+    ValueError
+        Unknown format or mode.
+    ImportError
+        Parquet without pyarrow (the message names the extra to install).
+    StoreError
+        The store does not exist or is not a results store.
+    """
+    import csv
+    import io
+
+    if format not in EXPORT_FORMATS:
+        raise ValueError(f"format must be one of {', '.join(EXPORT_FORMATS)}; got {format!r}")
+    if format == "parquet":
+        try:
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+        except ImportError:
+            raise ImportError("parquet export needs pyarrow: pip install 'particle-attention[data]' "
+                              "(or pip install pyarrow), or use --format csv or jsonl") from None
+        if isinstance(out, io.TextIOBase):
+            raise ValueError("parquet is binary: give a file path, not a text stream")
+    study = _resolve(store, study)
+    chosen, _ = load_records(store, study, mode=mode)
+    columns, rows = records_table(store, study, mode=chosen)
+    if format == "parquet":
+        arrays = {}
+        for c in columns:
+            values = [_finite_or_none(r[c]) for r in rows]
+            try:
+                arrays[c] = pa.array(values)
+            except (pa.ArrowInvalid, pa.ArrowTypeError):
+                arrays[c] = pa.array([None if v is None else json.dumps(v) for v in values], type=pa.string())
+        pq.write_table(pa.table(arrays), os.fspath(out))
+        return chosen, len(rows), len(columns)
+    with contextlib.ExitStack() as stack:
+        fh = out if hasattr(out, "write") else stack.enter_context(open(out, "w", encoding="utf-8", newline=""))
+        if format == "csv":
+            writer = csv.writer(fh, lineterminator="\n")
+            writer.writerow(columns)
+            for r in rows:
+                writer.writerow([_csv_cell(r[c]) for c in columns])
+        else:
+            for r in rows:
+                fh.write(json.dumps({c: _finite_or_none(r[c]) for c in columns}, allow_nan=False) + "\n")
+    return chosen, len(rows), len(columns)

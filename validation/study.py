@@ -21,7 +21,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-__all__ = ["Study", "Cell", "Record", "Verdict", "register", "REGISTRY", "get_study", "cell_seed", "canonical"]
+__all__ = ["Study", "Cell", "Record", "Verdict", "register", "REGISTRY", "get_study", "cell_seed", "canonical",
+           "flatten_result", "declared_fields", "field_pattern"]
 
 MODES = ("quick", "full")
 
@@ -118,12 +119,20 @@ class Study:
     title : str
     labels : tuple of str
         THEORY.md labels the study checks.
+    result_fields : dict of str to (str, str)
+        What :meth:`measure` returns, as the store keeps it: field -> (shape, meaning). Nested dicts are
+        named by dotted paths (``"euler.curve.energy"``, as :func:`flatten_result` and the ``export``
+        command name the columns); a path segment in braces stands for keys that vary with the parameters
+        (``"sq_errors.{p}"``: one entry per batch size). Shapes are written with parameter names
+        (``"(R, len(taus))"``; ``"()"`` is a scalar). The docs' study catalog renders this table, and the
+        test suite checks that the quick-mode cells return exactly these fields.
     """
 
     name: ClassVar[str] = ""
     version: ClassVar[int] = 1
     title: ClassVar[str] = ""
     labels: ClassVar[tuple[str, ...]] = ()
+    result_fields: ClassVar[dict[str, tuple[str, str]]] = {}
 
     def grid(self, mode: str) -> list[dict]:
         """Parameter dicts (JSON-serialisable) for ``mode`` in {"quick", "full"}."""
@@ -176,3 +185,72 @@ def get_study(name: str) -> Study:
         known = ", ".join(sorted(REGISTRY)) or "(none)"
         raise KeyError(f"unknown study {name!r}; known studies: {known}")
     return REGISTRY[name]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# What a study stores
+# ---------------------------------------------------------------------------------------------------------------
+
+def flatten_result(result: dict, sep: str | None = ".") -> dict:
+    """A measured result with nested dicts flattened to dotted names; other values (lists too) as they are.
+
+    ``sep=None`` gives the paths as tuples of keys instead (a key may itself contain a dot).
+
+    >>> flatten_result({"sq_errors": {"2": [0.1], "4": [0.2]}, "n": 3})
+    {'sq_errors.2': [0.1], 'sq_errors.4': [0.2], 'n': 3}
+    """
+    out: dict = {}
+
+    def walk(path, value):
+        if isinstance(value, dict) and value:
+            for k, v in value.items():
+                walk((*path, str(k)), v)
+        else:
+            out[path if sep is None else sep.join(path)] = value
+
+    for key, value in result.items():
+        walk((str(key),), value)
+    return out
+
+
+def declared_fields(study: Study) -> dict[str, tuple[str, str]] | None:
+    """The result fields a study declares (``Study.result_fields``), or those declared for it, by name and
+    version, in :data:`validation.studies.fields.RESULT_FIELDS`; None when nothing is declared."""
+    own = getattr(study, "result_fields", None)
+    if own:
+        return dict(own)
+    try:
+        from validation.studies.fields import RESULT_FIELDS
+    except ImportError:  # pragma: no cover
+        return None
+    found = RESULT_FIELDS.get((study.name, study.version))
+    return dict(found) if found else None
+
+
+def field_pattern(key: str | tuple, patterns, sep: str = ".") -> str | None:
+    """The declared field (pattern) a flattened result key belongs to: segments equal, or a ``{...}`` segment
+    matching any one segment; the pattern with the most literal segments wins; None when none matches.
+    ``key`` is a dotted name or a path tuple (``flatten_result(..., sep=None)``: keys with dots in them).
+
+    >>> field_pattern("sq_errors.4", ["sq_errors.{p}", "n"])
+    'sq_errors.{p}'
+    >>> field_pattern("ode.t", ["{dt}.t", "ode.t"])
+    'ode.t'
+    """
+    parts = key.split(sep) if isinstance(key, str) else list(key)
+    best, best_literal = None, -1
+    for pattern in patterns:
+        pp = pattern.split(sep)
+        if len(pp) != len(parts):
+            continue
+        literal = 0
+        for a, b in zip(pp, parts):
+            if a.startswith("{") and a.endswith("}"):
+                continue
+            if a != b:
+                break
+            literal += 1
+        else:
+            if literal > best_literal:
+                best, best_literal = pattern, literal
+    return best

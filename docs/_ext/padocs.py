@@ -55,6 +55,7 @@ from padocs_core import (
     label_target,
     label_targets,
     load_report,
+    result_field_rows,
     study_api_name,
     verdict_rows,
 )
@@ -278,11 +279,31 @@ class StudyCatalogDirective(SphinxDirective):
             doc = inspect.getdoc(type(study))
             if doc:  # shown as written (plain text): the study modules' docstrings are not all reST
                 section += nodes.literal_block(doc, doc, language="none", classes=["pa-study-doc"])
+            section += _fields_block(study)
             for node in _study_block(self.env, study):
                 section += node
             std.note_hyperlink_target(target, self.env.docname, target, name)
             out.append(section)
         return out
+
+
+def _fields_block(study) -> nodes.Node:
+    """The table of what one cell stores (declared by the study; the test suite checks it against its cells)."""
+    rows = result_field_rows(study)
+    if rows is None:  # said on the page; tests/test_result_fields.py is where a missing declaration fails
+        logger.info("padocs: study %s v%s declares no result fields (Study.result_fields)", study.name,
+                    study.version, type="padocs", subtype="fields")
+        return _missing(f"Study {study.name} (version {study.version}) does not declare what its cells store "
+                        "yet.")
+    box = nodes.container(classes=["pa-fields"])
+    intro = _para("Each cell stores (one row of ")
+    intro += nodes.literal(text=f"python -m validation export {study.name}")
+    intro += nodes.Text("; nested names are dotted, a name in braces stands for one entry per value; shapes "
+                        "use the parameter names):")
+    box += intro
+    box += _table(["field", "shape", "meaning"], [[[nodes.literal(text=f)], shape, meaning] for f, shape, meaning
+                                                   in rows], [18, 14, 60], classes=["pa-fields-table"])
+    return box
 
 
 def study_role(name, rawtext, text, lineno, inliner, options=None, content=None):

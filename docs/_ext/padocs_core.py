@@ -18,7 +18,7 @@ from pathlib import Path
 
 __all__ = ["LABEL_RE", "label_target", "label_targets", "VerdictRow", "verdict_rows", "load_report",
            "study_api_name", "estimator_rows", "cli_help", "png_reset", "png_scraper", "example_figure",
-           "gallery_examples", "theory_studies"]
+           "gallery_examples", "theory_studies", "result_field_rows"]
 
 #: A THEORY label inside a text: T1..T20, B1..B5, "Part A".."Part D".
 LABEL_RE = re.compile(r"\b([TB]\d{1,2})\b|\b(Part [A-D])\b")
@@ -134,6 +134,17 @@ def study_api_name(study) -> str:
     """Dotted name of a study's class (the target of its API page)."""
     cls = type(study)
     return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def result_field_rows(study) -> list[tuple[str, str, str]] | None:
+    """The rows (field, shape, meaning) of the table of what one cell of ``study`` stores, in declaration order,
+    from :func:`validation.study.declared_fields`; None when the study declares nothing."""
+    from validation.study import declared_fields
+
+    fields = declared_fields(study)
+    if not fields:
+        return None
+    return [(name, shape, meaning) for name, (shape, meaning) in fields.items()]
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -9,11 +9,16 @@ simulates: what a figure shows is what the store holds, and the study's own
 verdicts (fitted slopes, intervals) are reused so that a figure and the report
 can never disagree.
 
-:func:`draw` writes ``NAME.png``, ``NAME.pdf`` and ``NAME.json`` (the data
-plus provenance: the studies' versions, modes, parameters and seeds, the
-package versions and the git revision); :func:`make_figures` draws every
-figure whose studies were run (``python -m validation reproduce``);
-``python -m validation figure NAME`` draws one.
+:func:`draw` writes ``NAME.png``, ``NAME.pdf`` (or the formats asked for,
+at the size and resolution asked for) and ``NAME.json`` (the data plus
+provenance: the studies' versions, modes, parameters and seeds, the package
+versions and the git revision); :func:`plot` returns the matplotlib Figure
+instead, for styling of your own; :func:`make_figures` draws every figure
+whose studies were run (``python -m validation reproduce``);
+``python -m validation figure NAME [--format png,pdf,svg] [--dpi N] [--size W,H]``
+draws one. Layouts are matplotlib's constrained layout, and titles and
+legends are re-broken to the width they get (:func:`validation.figures._base.fit_layout`),
+so a figure resized to a paper's column keeps its text inside the canvas.
 
 matplotlib is imported here only, and lazily: importing
 :mod:`validation.figures` does not import it.
@@ -26,10 +31,18 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from validation.figures._base import FigureError, StudyData, load_inputs, save_figure
+from validation.figures._base import (
+    DEFAULT_FORMATS,
+    FORMATS,
+    FigureError,
+    StudyData,
+    load_inputs,
+    render,
+    save_figure,
+)
 
-__all__ = ["FIGURES", "FigureSpec", "FigureError", "StudyData", "figure_names", "get_figure", "draw", "make_figures",
-           "register"]
+__all__ = ["FIGURES", "FigureSpec", "FigureError", "StudyData", "figure_names", "get_figure", "draw", "plot",
+           "make_figures", "register", "FORMATS", "DEFAULT_FORMATS"]
 
 #: Figure modules in the order of THEORY.md (Parts A, B, C) and of ``reproduce``.
 _MODULES = (
@@ -115,7 +128,8 @@ def get_figure(name: str) -> FigureSpec:
     return FIGURES[name]
 
 
-def draw(name: str, store, out_dir, *, mode: str | None = None) -> list[Path]:
+def draw(name: str, store, out_dir, *, mode: str | None = None, formats=DEFAULT_FORMATS, dpi=None,
+         size=None) -> list[Path]:
     """Draw figure ``name`` from the records in ``store`` into ``out_dir``.
 
     Parameters
@@ -129,11 +143,17 @@ def draw(name: str, store, out_dir, *, mode: str | None = None) -> list[Path]:
     mode : {"quick", "full"}, optional
         Which cells of each study to use; default: per study, as the report
         chooses (full when complete, else quick when complete, ...).
+    formats : str or iterable of str, default ("png", "pdf")
+        File formats, among :data:`FORMATS` ("png,pdf,svg" works too).
+    dpi : float, optional
+        Resolution of the raster formats (default 150).
+    size : (float, float) or "W,H", optional
+        Width and height in inches (default: the figure's own size).
 
     Returns
     -------
     list of pathlib.Path
-        The PNG, the PDF and the JSON data file.
+        One file per format, then the JSON data file.
 
     Raises
     ------
@@ -143,10 +163,38 @@ def draw(name: str, store, out_dir, *, mode: str | None = None) -> list[Path]:
     """
     spec = get_figure(name)
     inputs = load_inputs(store, spec.studies, mode)
-    return save_figure(spec, spec.load().plot, inputs, Path(out_dir))
+    return save_figure(spec, spec.load().plot, inputs, Path(out_dir), formats=formats, dpi=dpi, size=size)
 
 
-def make_figures(store, out_dir, *, mode: str | None = None, studies=None) -> list[Path]:
+def plot(name: str, store, *, mode: str | None = None, size=None):
+    """The matplotlib Figure of figure ``name``, drawn from ``store``, for styling and saving of your own.
+
+    Parameters
+    ----------
+    name, store, mode
+        As in :func:`draw`.
+    size : (float, float) or "W,H", optional
+        Width and height in inches; the layout is refitted (titles and legends re-broken to fit).
+
+    Returns
+    -------
+    (matplotlib.figure.Figure, dict)
+        The figure (on the Agg canvas, outside pyplot: ``fig.savefig(...)`` saves it; change it through
+        ``fig.axes``) and the plotted data (what :func:`draw` writes to ``NAME.json``).
+
+    Examples
+    --------
+    >>> fig, data = plot("rbm_strong", "results.sqlite", size=(3.4, 2.8))  # doctest: +SKIP
+    >>> fig.axes[0].set_ylabel("strong error")                              # doctest: +SKIP
+    >>> fig.savefig("rbm_strong.svg")                                       # doctest: +SKIP
+    """
+    spec = get_figure(name)
+    inputs = load_inputs(store, spec.studies, mode)
+    return render(spec, spec.load().plot, inputs, size=size)
+
+
+def make_figures(store, out_dir, *, mode: str | None = None, studies=None, formats=DEFAULT_FORMATS, dpi=None,
+                 size=None) -> list[Path]:
     """Draw every figure whose studies are all in ``studies`` (default: every figure).
 
     A figure that fails does not stop the others; the failures are printed
@@ -156,12 +204,12 @@ def make_figures(store, out_dir, *, mode: str | None = None, studies=None) -> li
     paths, failures = [], []
     for spec in chosen:
         try:
-            paths += draw(spec.name, store, out_dir, mode=mode)
+            paths += draw(spec.name, store, out_dir, mode=mode, formats=formats, dpi=dpi, size=size)
         except Exception as exc:  # one broken figure must not cost the others
             msg = f"figure {spec.name}: {type(exc).__name__}: {' '.join(str(exc).split())}"
             print(msg, file=sys.stderr, flush=True)
             failures.append(msg)
     if failures:
         raise FigureError(f"{len(failures)} of {len(chosen)} figures failed (listed above); "
-                          f"{len(paths) // 3} drawn")
+                          f"{sum(p.suffix == '.json' for p in paths)} drawn")
     return paths

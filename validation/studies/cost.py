@@ -310,6 +310,26 @@ class CostScalingStudy(Study):
     version = 1
     title = "Cost: time and peak memory vs N (attention estimators; full vs RBM-1 step)"
     labels = ("T1", "T2", "T7", "T18", "B1", "B4")
+    result_fields = {
+        "seconds": ("()", "fastest wall time per unit (call or step) over the repeats, seconds"),
+        "seconds_all": ("(repeats,)", "wall time per unit of every repeat"),
+        "cpu_seconds": ("()", "fastest CPU time per unit"),
+        "cpu_seconds_all": ("(repeats,)", "CPU time per unit of every repeat"),
+        "cpu_per_wall": ("()", "total CPU time / total wall time (about 1: one thread)"),
+        "unit": ("()", "'call' (attention) or 'step' (particles)"),
+        "steps_per_call": ("()", "units per timed call"),
+        "first_call_seconds": ("()", "wall time of the first (compiling, warming) call"),
+        "peak_bytes": ("()", "peak traced memory of one call, bytes"),
+        "input_bytes": ("()", "bytes of the inputs"),
+        "output_bytes": ("()", "bytes of the output"),
+        "max_scores": ("()", "largest score matrix held at once, entries (attention kinds only)"),
+        "numba_allocations_traced": ("()", "whether Numba's allocations are seen by the memory tracer"),
+        "threads.numba": ("()", "Numba threads during the measurement"),
+        "threads.blas.{library}": ("()", "threads of each BLAS library during the measurement"),
+        "machine.{key}": ("()", "the machine (cpu, host, CPUs, versions, platform)"),
+        "machine.load_average_start": ("(3,)", "load averages before the measurement"),
+        "machine.load_average_end": ("(3,)", "load averages after the measurement"),
+    }
 
     MEMORY_TOL = 0.25
 

@@ -212,6 +212,14 @@ class RFABiasVarianceStudy(Study):
     version = 1
     title = "RFA bias and variance vs the number of random features S (T15, first order)"
     labels = ("T15", "T16")
+    result_fields = {
+        "n": ("()", "RFA calls in the cell (n_rep)"),
+        "proj_mean": ("()", "mean of the error projected on the direction of the predicted bias"),
+        "proj_var": ("()", "sample variance of that projection"),
+        "tvar": ("()", "trace of the sample covariance of the error (total variance)"),
+        "tvar_se": ("()", "standard error of tvar"),
+        "mean_err": ("(n*dv,)", "mean error (RFA - exact softmax attention), flattened"),
+    }
 
     #: seed 1: a token set whose bias is well above the noise (r = ``|c_b|`` / (sqrt(S) sd of the projected error)
     #: is about 1.1; the median over random token sets is about 0.7 and the projected bias then needs 3x the draws)
@@ -367,6 +375,11 @@ class RAUnbiasedStudy(Study):
     version = 1
     title = "Randomized attention is unbiased; RFA at S = 2 is rejected by the same test"
     labels = ("T14", "B3", "T12")
+    result_fields = {
+        "n": ("()", "estimator calls in the cell (n_calls)"),
+        "mean": ("(n*dv,)", "mean error (estimate - exact softmax attention), flattened"),
+        "var": ("(n*dv,)", "sample variance of the error, per coordinate"),
+    }
 
     INPUTS = {"n": 8, "m": 16, "d": 2, "dv": 2, "seed": INPUT_SEED + 1, "t16_max": 2.0}
     ALPHA = 0.01
@@ -475,6 +488,13 @@ class LARAConsistencyStudy(Study):
     version = 1
     title = "LARA: bias vs samples per proposal, RMSE vs number of proposals; deterministic plug-in apart"
     labels = ("T17", "B4")
+    result_fields = {
+        "n": ("()", "LARA calls in the cell (n_rep)"),
+        "mean": ("(n*dv,)", "mean error (LARA - exact softmax attention), flattened"),
+        "var": ("(n*dv,)", "sample variance of the error, per coordinate"),
+        "sq_err": ("(n_rep,)", "per call: mean squared error over the output coordinates"),
+        "det_rmse": ("()", "RMS error of deterministic-mode LARA at this C (sweep 'C' only)"),
+    }
 
     INPUTS = {"n": 16, "m": 16, "d": 2, "dv": 2, "seed": INPUT_SEED + 2, "t16_max": 4.0}
     C_FIXED = 4
@@ -589,6 +609,11 @@ class ESSVsProposalMeanStudy(Study):
     version = 1
     title = "Effective sample size of N(mu, I) proposals: weight second moment vs T16"
     labels = ("T16", "T12")
+    result_fields = {
+        "n": ("()", "proposal draws (n_draws)"),
+        "mean": ("()", "mean of the squared importance weight w^2 (its second moment, T16)"),
+        "var": ("()", "sample variance of w^2"),
+    }
 
     INPUTS = {"n": 8, "m": 16, "d": 2, "dv": 1, "seed": INPUT_SEED + 3, "t16_max": 2.0}
     ALPHA = 0.01
@@ -713,6 +738,15 @@ class RBABiasStudy(Study):
     version = 1
     title = "Random batch attention bias vs batch size p, with and without the token itself"
     labels = ("T18", "B5", "T3")
+    result_fields = {
+        "n": ("()", "RBA calls in the cell (n_rep; parts 'mc' and 'small')"),
+        "mean": ("(N*N,)", "mean error (RBA - exact target), flattened (parts 'mc' and 'small')"),
+        "var": ("(N*N,)", "sample variance of the error, per coordinate (parts 'mc' and 'small')"),
+        "max_abs_err": ("()", "largest absolute error over calls and coordinates (parts 'mc' and 'small')"),
+        "rms_with_self": ("(sets,)", "exact RMS bias with self-interaction, per token set (part 'exact')"),
+        "rms_without_self": ("(sets,)", "exact RMS bias without self-interaction (part 'exact')"),
+        "ratio": ("(sets,)", "rms_with_self / rms_without_self (part 'exact')"),
+    }
 
     N_MC = 64
     D = 3
@@ -1064,6 +1098,15 @@ class EstimatorMSEStudy(Study):
     version = 1
     title = "Estimator comparison: MSE against exact softmax vs the number of samples, three score scales"
     labels = ("T15", "T16", "T17", "T18", "B3", "B4")
+    result_fields = {
+        "n_calls": ("()", "estimator calls in the cell"),
+        "sizes": ("(len(sizes),)", "size parameter of each column"),
+        "sq_err": ("(n_calls, len(sizes))", "per call and size: mean squared error against exact softmax "
+                                            "attention (null when not finite)"),
+        "calls_with_nonpositive_denominator": ("(len(sizes),)", "per size: calls that warned of a denominator "
+                                                                "<= 0"),
+        "nonfinite": ("(len(sizes),)", "per size: calls whose error is not finite"),
+    }
 
     SCALES = (("small", 2.0), ("medium", 8.0), ("large", 64.0))
     D, DV = 4, 2

@@ -177,6 +177,10 @@ class RBMStrongOrder(Study):
     version = 1
     title = "RBM-1 strong error vs tau at p = 2, 4, 8 (confined tanh), slope = declared strong order"
     labels = ("T4",)
+    result_fields = {
+        "sq_errors.{p}": ("(R, len(taus))", "per replica and level: mean over particles of (RBM-1 - full)^2 at "
+                                             "time T, for batch size p (one entry per p in ps)"),
+    }
     TOL = 0.1
     QUICK = {"r": 1.0, "L": 0.3, "sigma": 1.0, "N": 64, "d": 1, "T": 1.0, "taus": _pow2(range(3, 9)),
              "ps": [2, 4, 8], "R": 32}
@@ -255,6 +259,9 @@ class RBMBatchSize(Study):
     version = 1
     title = "RBM-1 strong error vs batch size p at small tau, slope = declared batch exponent"
     labels = ("T3", "T4")
+    result_fields = {
+        "sq_errors": ("(R, len(ps))", "per replica and batch size: mean over particles of (RBM-1 - full)^2 at T"),
+    }
     TOL = 0.1
     QUICK = {"r": 1.0, "L": 0.3, "sigma": 1.0, "N": 256, "d": 1, "T": 1.0, "tau": 2.0**-7, "ps": [2, 3, 5, 9],
              "R": 16}
@@ -332,6 +339,9 @@ class RBMParticleNumber(Study):
     version = 1
     title = "RBM-1 strong error at fixed (tau, p) vs N: independent of N"
     labels = ("T4",)
+    result_fields = {
+        "sq_errors": ("(R,)", "per replica: mean over particles of (RBM-1 - full)^2 at T, for this N"),
+    }
     TOL = 0.1
     QUICK = {"Ns": [32, 64, 128, 256], "r": 1.0, "L": 0.3, "sigma": 1.0, "d": 1, "T": 1.0, "tau": 2.0**-5,
              "p": 2, "R": 16}
@@ -405,6 +415,9 @@ class RBMUniformInTime(Study):
     version = 1
     title = "RBM-1 strong error vs time: no growth (uniform in time)"
     labels = ("T4",)
+    result_fields = {
+        "sq_errors": ("(R, len(times))", "per replica and horizon: mean over particles of (RBM-1 - full)^2"),
+    }
     TOL = 0.1
     QUICK = {"r": 1.0, "L": 0.3, "sigma": 1.0, "N": 64, "d": 1, "tau": 2.0**-5, "p": 2, "times": [1, 2, 4, 8],
              "R": 16}
@@ -531,6 +544,14 @@ class RBMWeakOrder(Study):
     version = 1
     title = "RBM-1 weak error |E phi(X_RBM) - E phi(X)| vs tau, slope = declared weak order"
     labels = ("T5",)
+    result_fields = {
+        "n": ("()", "replicas in the cell (R)"),
+        "strong_msq": ("(len(taus),)", "per level: mean over replicas and particles of (RBM-1 - full)^2 at T"),
+        "sum_x2": ("(len(taus),)", "per level: sum over replicas of phi(RBM-1) - phi(full), phi = mean |x|^2"),
+        "outer_x2": ("(len(taus), len(taus))", "sum over replicas of the outer product of those differences"),
+        "sum_cos": ("(len(taus),)", "the same sums for phi = mean cos(x)"),
+        "outer_cos": ("(len(taus), len(taus))", "the same outer products for phi = mean cos(x)"),
+    }
     TOL = 0.2
     Z_RESOLVED = 3.0
     QUICK = {"r": 1.0, "L": 0.45, "sigma": 1.0, "N": 16, "d": 1, "T": 1.0, "taus": _pow2(range(2, 7)), "p": 2,
@@ -666,6 +687,12 @@ class RBMROrder(Study):
     version = 1
     title = "RBM-r error vs tau with and without noise decays at least at the declared W2 orders"
     labels = ("T6",)
+    result_fields = {
+        "sq_coupled": ("(R, len(taus))", "per replica and level: mean squared RBM-r - full difference, paths "
+                                         "coupled by particle index"),
+        "sq_sorted": ("(R, len(taus))", "the same with both ensembles sorted before comparing (exchangeable "
+                                        "coupling)"),
+    }
     TOL = 0.1
     QUICK = {"r": 1.0, "L": 0.3, "N": 64, "d": 1, "T": 1.0, "taus": _pow2(range(2, 8)), "p": 2, "R": 16}
     FULL = {"r": 1.0, "L": 0.3, "N": 256, "d": 1, "T": 1.0, "taus": _pow2(range(2, 11)), "p": 2, "R": 16}
@@ -777,6 +804,18 @@ class BatchForceLemma(Study):
     version = 1
     title = "Batch-force lemma at frozen positions: E chi = 0 and E|chi|^2 = factor * Lambda"
     labels = ("T3",)
+    result_fields = {
+        "n": ("()", "independent batch partitions (R)"),
+        "lambda_mean": ("()", "mean over particles of Lambda_i (T3) at the fixed positions"),
+        "chi_sum": ("(N, d)", "sum over partitions of chi = batch force - full force"),
+        "chi_sumsq": ("(N, d)", "sum over partitions of chi^2, per particle and coordinate"),
+        "chi_S_sum": ("()", "sum over partitions of S = mean over particles of |chi_i|^2"),
+        "chi_S_sumsq": ("()", "sum over partitions of S^2"),
+        "control_sum": ("(N, d)", "the same sums for the negative control (batch force scaled by (p-1)/p)"),
+        "control_sumsq": ("(N, d)", "control: sum of squares"),
+        "control_S_sum": ("()", "control: sum of S"),
+        "control_S_sumsq": ("()", "control: sum of S^2"),
+    }
     ALPHA = 1e-3
     QUICK = {"N": 40, "d": 2, "r": 1.0, "L": 0.6, "x_seed": 2026, "R": 10000, "ps": [2, 4, 5, 8]}
     FULL = {"N": 120, "d": 2, "r": 1.0, "L": 0.6, "x_seed": 2026, "R": 20000,
@@ -1093,6 +1132,22 @@ class DysonSemicircle(Study):
     version = 2
     title = "Dyson Brownian motion (full and RBM-1) vs the semicircle; stationary second-moment identity"
     labels = ("T1", "T2")
+    result_fields = {
+        "ks_replica": ("(R,)", "per replica: Kolmogorov distance of the saved states after burn-in to the "
+                               "semicircle law"),
+        "ks_block": ("()", "Kolmogorov distance of all saved states of the cell after burn-in"),
+        "m2": ("(R,)", "per replica: mean of x^2 over saves after burn-in and particles"),
+        "A": ("(R,)", "per replica: mean over saves of E[(1/N) sum_i x_i F_i | state] (Dyson identity)"),
+        "B": ("(R,)", "per replica: mean over saves of E[(1/N) sum_i F_i^2 | state] (Dyson identity)"),
+        "saves_used": ("()", "saved states after burn-in"),
+        "finite": ("()", "every saved state is finite"),
+        "t": ("(S,)", "times of the saved states"),
+        "ks_t": ("(S,)", "per save: Kolmogorov distance of the R*N positions to the semicircle"),
+        "m2_t": ("(S,)", "per save: mean of x^2 over replicas and particles"),
+        "hist_edges": ("(41,)", "histogram bin edges"),
+        "hist_counts": ("(S, 40)", "per save: histogram counts of the R*N positions"),
+        "hist_n": ("()", "positions per histogram (R*N)"),
+    }
     KS_THRESHOLD = 0.02
     M2_TOL = 0.01
     IDENTITY_TOL = 0.005
