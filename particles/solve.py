@@ -166,9 +166,12 @@ def solve(system, x0, *, t_end, dt, method="full", batch_size=None, seed=0, back
     noise_dt : float, optional
         Finest Brownian grid (default ``dt``); ``dt`` must be a whole
         multiple of it.
-    scheme : {"euler", "heun", "rk4"}
-        One-step scheme; Heun and RK4 require sigma = 0. On the sphere every
-        stage and every step ends with a normalisation (projected scheme).
+    scheme : {"euler", "heun", "rk4", "ambient_euler"}
+        One-step scheme; Heun, RK4 and ambient Euler require sigma = 0. On
+        the sphere the forces are projected on the tangent space and every
+        step ends with a normalisation; ``"ambient_euler"`` (systems on the
+        sphere only) steps along the unprojected field instead,
+        x <- (x + dt a)/|x + dt a| (see :mod:`particles.integrators`).
     tau : float, optional
         RBM-1 reshuffle interval, a whole multiple of ``dt`` (default ``dt``:
         h = tau). An interval longer than ``t_end`` means one partition for
@@ -207,6 +210,10 @@ def solve(system, x0, *, t_end, dt, method="full", batch_size=None, seed=0, back
     save_every = check_int("save_every", save_every, low=1)
     seed = check_seed(seed)
     sigma = system.sigma_for(N)
+    if scheme_obj.sphere_only and not system.sphere:
+        raise ValueError(f"scheme={scheme!r} steps along the field before its projection on the sphere's tangent "
+                         f"space and is defined only for systems on the sphere; system {system.name!r} lives in "
+                         f"R^d (use scheme='euler')")
     if sigma > 0 and not scheme_obj.stochastic:
         raise ValueError(f"scheme={scheme!r} is deterministic; it requires sigma = 0, but the system has "
                          f"sigma={sigma!r} (use scheme='euler')")
@@ -223,7 +230,7 @@ def solve(system, x0, *, t_end, dt, method="full", batch_size=None, seed=0, back
     plan = Plan(method=method, nsteps=nsteps, save_every=save_every, tau_steps=tau_steps, nfine=nfine, dt=dt,
                 noise_dt=noise_dt, scale=sigma * math.sqrt(noise_dt), coupling=system.coupling_for(N),
                 batch_size=p, seed=seed, sphere=system.sphere, A=A, B=B, scheme=scheme_obj.name,
-                project=system.sphere)
+                project=system.sphere and scheme_obj.projected)
     traj = np.empty((nsave, R, N, d))
     x = x.copy()
     bk.run(system, x, traj, plan)
@@ -249,7 +256,7 @@ def _num_saves(nsteps, save_every):
 
 
 def _tableau(scheme):
-    if scheme.name == "euler":
+    if scheme.name in ("euler", "ambient_euler"):
         return np.zeros((1, 1)), np.array([1.0])
     if scheme.name == "heun":
         return np.array([[0.0, 0.0], [1.0, 0.0]]), np.array([0.5, 0.5])

@@ -262,7 +262,7 @@ def normalise(x_row):
         x_row[c] /= s
 
 
-def force_all(x, idx, bounds, batch_of_pos, params, coupling, sphere, work, out, kt, sbuf):
+def force_all(x, idx, bounds, batch_of_pos, params, coupling, project, work, out, kt, sbuf):
     """out[r, i] = force on particle i of replica r, batches given by idx/bounds.
 
     For the attention family the keys K x_j of each batch are first gathered
@@ -270,7 +270,9 @@ def force_all(x, idx, bounds, batch_of_pos, params, coupling, sphere, work, out,
     that the scores of a block of partners vectorise; worker w takes the w-th
     contiguous range of the R*N particles, in tiles of ATTN_TILE members of one
     batch, with row w of ``sbuf`` (SCORE_BLOCK scores, then the running max
-    and denominator of each member of the tile) as scratch.
+    and denominator of each member of the tile) as scratch. ``project``: the
+    forces are projected on the tangent space (the sphere's projected schemes;
+    False for the ambient Euler step, which moves along the unprojected field).
     """
     R, N, d = x.shape
     if HAS_PREPARE:  # compile-time constant: False for the kernel family, whose prepare is a no-op
@@ -302,7 +304,7 @@ def force_all(x, idx, bounds, batch_of_pos, params, coupling, sphere, work, out,
                 n = min(f1 - f, stop - pos, T // 2)
                 attn_tile_force(idx[r], start, stop, pos, pos + n, params, coupling, work[r],
                                 kt[r, d * start:d * stop], sb, mxb, denb, out[r])
-                if sphere:
+                if project:
                     for a in range(pos, pos + n):
                         i = idx[r, a]
                         project_tangent(x[r, i], out[r, i])
@@ -314,7 +316,7 @@ def force_all(x, idx, bounds, batch_of_pos, params, coupling, sphere, work, out,
         b = batch_of_pos[pos]
         i = idx[r, pos]
         member_force(x[r], idx[r], bounds[b], bounds[b + 1], pos, params, coupling, work[r], out[r, i])
-        if sphere:
+        if project:
             project_tangent(x[r, i], out[r, i])
 
 
@@ -477,8 +479,8 @@ def save_state(x, traj, k):
 
 
 def run_batched(x, traj, nsteps, save_every, tau_steps, full, A, B, dt, scale, nfine, seed,
-                bounds, batch_of_pos, nbuckets, params, coupling, sphere, work, K, xs, kt, sbuf, idx, bucket, u, hist,
-                bstart):
+                bounds, batch_of_pos, nbuckets, params, coupling, sphere, project, work, K, xs, kt, sbuf, idx, bucket,
+                u, hist, bstart):
     """Full or RBM-1 integration of R replicas; traj[0] = x0, then every save_every steps."""
     R, N, d = x.shape
     S = B.shape[0]
@@ -492,10 +494,10 @@ def run_batched(x, traj, nsteps, save_every, tau_steps, full, A, B, dt, scale, n
             build_perms(seed, n // tau_steps, nbuckets, idx, bucket, u, hist, bstart)
         for s in range(S):
             if s == 0:
-                force_all(x, idx, bounds, batch_of_pos, params, coupling, sphere, work, K[0], kt, sbuf)
+                force_all(x, idx, bounds, batch_of_pos, params, coupling, project, work, K[0], kt, sbuf)
             else:
                 stage_all(x, xs, K, A, s, dt, sphere)
-                force_all(xs, idx, bounds, batch_of_pos, params, coupling, sphere, work, K[s], kt, sbuf)
+                force_all(xs, idx, bounds, batch_of_pos, params, coupling, project, work, K[s], kt, sbuf)
         advance_all(x, K, B, dt, scale, knoise, n * nfine, nfine, sphere, xs)
         if (n + 1) % save_every == 0 or n + 1 == nsteps:
             k += 1
@@ -503,7 +505,7 @@ def run_batched(x, traj, nsteps, save_every, tau_steps, full, A, B, dt, scale, n
 
 
 def run_rbmr(x, traj, nsteps, save_every, p, A, B, dt, scale, nfine, seed,
-             params, coupling, sphere, work, K, xs, pool, clock):
+             params, coupling, sphere, project, work, K, xs, pool, clock):
     """RBM with replacement: per unit step, N/p sub-steps each advancing one random p-subset.
 
     A particle's Brownian increments are indexed by its own clock (how many
@@ -537,7 +539,7 @@ def run_rbmr(x, traj, nsteps, save_every, p, A, B, dt, scale, nfine, seed,
                     for a in range(p):
                         i = pr[a]
                         member_force(st, pr, 0, p, a, params, coupling, work[r], K[s, r, i])
-                        if sphere:
+                        if project:
                             project_tangent(st[i], K[s, r, i])
                 for a in range(p):
                     i = pr[a]

@@ -399,7 +399,7 @@ def run(system, x, traj, plan):
         clock = np.zeros((R, N), dtype=np.int64)
         loops.run_rbmr(x, traj, plan.nsteps, plan.save_every, plan.batch_size, plan.A, plan.B, plan.dt,
                        plan.scale, plan.nfine, np.uint64(plan.seed), params, plan.coupling, plan.sphere,
-                       work, K, xs, pool, clock)
+                       plan.project, work, K, xs, pool, clock)
         return
     full = plan.method == "full"
     p = N if full else plan.batch_size
@@ -438,7 +438,7 @@ def run(system, x, traj, plan):
     bop = _batches.batch_of_position(N, p)
     loops.run_batched(x, traj, plan.nsteps, plan.save_every, plan.tau_steps, full, plan.A, plan.B, plan.dt,
                       plan.scale, plan.nfine, np.uint64(plan.seed), bounds, bop, nb, params, plan.coupling,
-                      plan.sphere, work, K, xs, *_force_scratch(system, R, N, d), idx, *perm_scratch)
+                      plan.sphere, plan.project, work, K, xs, *_force_scratch(system, R, N, d), idx, *perm_scratch)
 
 
 def _force_scratch(system, R, N, d):

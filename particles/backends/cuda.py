@@ -428,7 +428,7 @@ class Integrator:
         k, n = self.kern, self.R * self.N
         if self.attention:
             launch(k.k_prepare, n, src, self.params, self.work)
-        launch(k.k_force, n, src, self.idx, self.nbat, self.params, self.plan.coupling, self.plan.sphere, self.work,
+        launch(k.k_force, n, src, self.idx, self.nbat, self.params, self.plan.coupling, self.plan.project, self.work,
                self.K[s])
 
     def step(self, n):
@@ -439,7 +439,7 @@ class Integrator:
             sub0 = (n * self.N) // p.batch_size
             nsub = ((n + 1) * self.N) // p.batch_size - sub0
             k.k_rbmr[self.R, block_size()](self.cur, self.xs, self.K, self.A, self.B, p.dt, p.scale, p.nfine, sub0,
-                                           nsub, p.batch_size, self.params, p.coupling, p.sphere, self.work,
+                                           nsub, p.batch_size, self.params, p.coupling, p.sphere, p.project, self.work,
                                            self.pool, self.clock, self.ksub, self.knoise)
             return
         if self.perms is not None and n % p.tau_steps == 0:
@@ -448,7 +448,7 @@ class Integrator:
             if self.attention:
                 launch(k.k_prepare, total, self.cur, self.params, self.work)
             launch(k.k_euler, total, self.cur, self.nxt, self.idx, self.nbat, self.params, p.coupling, p.sphere,
-                   self.work, float(p.B[0]), p.dt, p.scale, self.knoise, n * p.nfine, p.nfine)
+                   p.project, self.work, float(p.B[0]), p.dt, p.scale, self.knoise, n * p.nfine, p.nfine)
             self.cur, self.nxt = self.nxt, self.cur
             return
         self._forces(self.cur, 0)

@@ -78,14 +78,14 @@ def _normalise(X):
     return X / np.linalg.norm(X, axis=1, keepdims=True)
 
 
-def _force(system, X, perm, p, coupling):
+def _force(system, X, perm, p, coupling, project):
     n = X.shape[0]
     F = np.empty_like(X)
     bounds = _batches.batch_bounds(n, p)
     for b in range(bounds.size - 1):
         members = perm[bounds[b]:bounds[b + 1]]
         F[members] = _batch_force(system, X[members], coupling)
-    if system.sphere:
+    if project:  # False for the ambient Euler step: it moves along the unprojected field, then normalises
         F = _project(X, F)
     return F
 
@@ -103,7 +103,7 @@ def noise(seed, replica, fine_step, particles, d):
 
 
 def _advance(system, X, stages, B, dt, dW):
-    if system.sphere:
+    if system.sphere:  # the schemes that accept noise all project it (ambient_euler is deterministic)
         dW = _project(X, dW)
     X = X + dt * sum(b * k for b, k in zip(B, stages)) + dW
     return _normalise(X) if system.sphere else X
@@ -132,7 +132,7 @@ def run(system, x, traj, plan):
             if plan.method == "rbm1" and n % plan.tau_steps == 0:
                 perm = permutation(plan.seed, r, n // plan.tau_steps, N)
             stages = _rk_stages(system, X, plan.A, plan.dt,
-                                lambda Y, perm=perm, p=p: _force(system, Y, perm, p, plan.coupling))
+                                lambda Y, perm=perm, p=p: _force(system, Y, perm, p, plan.coupling, plan.project))
             dW = np.zeros_like(X)
             if plan.scale:
                 for q in range(plan.nfine):
@@ -162,7 +162,7 @@ def _run_rbmr(system, x, traj, plan, r):
 
             def force(Y):
                 F = _batch_force(system, Y, plan.coupling)
-                return _project(Y, F) if system.sphere else F
+                return _project(Y, F) if plan.project else F
 
             Xc = X[members]
             stages = _rk_stages(system, Xc, plan.A, plan.dt, force)
@@ -184,6 +184,6 @@ def drift(system, x, out, *, method, batch_size, seed, step, coupling):
     R, N, d = x.shape
     for r in range(R):
         if method == "full":
-            out[r] = _force(system, x[r], np.arange(N), N, coupling)
+            out[r] = _force(system, x[r], np.arange(N), N, coupling, system.sphere)
         else:
-            out[r] = _force(system, x[r], permutation(seed, r, step, N), batch_size, coupling)
+            out[r] = _force(system, x[r], permutation(seed, r, step, N), batch_size, coupling, system.sphere)
