@@ -478,10 +478,14 @@ def save_state(x, traj, k):
             traj[k, r, i, c] = x[r, i, c]
 
 
-def run_batched(x, traj, nsteps, save_every, tau_steps, full, A, B, dt, scale, nfine, seed,
+def run_batched(x, traj, nsteps, save_every, tau_steps, full, A, B, dt, scale, dt_last, scale_last, nfine, seed,
                 bounds, batch_of_pos, nbuckets, params, coupling, sphere, project, work, K, xs, kt, sbuf, idx, bucket,
                 u, hist, bstart):
-    """Full or RBM-1 integration of R replicas; traj[0] = x0, then every save_every steps."""
+    """Full or RBM-1 integration of R replicas; traj[0] = x0, then every save_every steps.
+
+    The last step has length ``dt_last`` and noise scale ``scale_last``
+    (``dt`` and ``scale`` unless t_end is not a whole number of steps).
+    """
     R, N, d = x.shape
     S = B.shape[0]
     knoise = np.empty(R, dtype=np.uint64)
@@ -492,19 +496,21 @@ def run_batched(x, traj, nsteps, save_every, tau_steps, full, A, B, dt, scale, n
     for n in range(nsteps):
         if not full and n % tau_steps == 0:
             build_perms(seed, n // tau_steps, nbuckets, idx, bucket, u, hist, bstart)
+        h = dt if n + 1 < nsteps else dt_last
+        sc = scale if n + 1 < nsteps else scale_last
         for s in range(S):
             if s == 0:
                 force_all(x, idx, bounds, batch_of_pos, params, coupling, project, work, K[0], kt, sbuf)
             else:
-                stage_all(x, xs, K, A, s, dt, sphere)
+                stage_all(x, xs, K, A, s, h, sphere)
                 force_all(xs, idx, bounds, batch_of_pos, params, coupling, project, work, K[s], kt, sbuf)
-        advance_all(x, K, B, dt, scale, knoise, n * nfine, nfine, sphere, xs)
+        advance_all(x, K, B, h, sc, knoise, n * nfine, nfine, sphere, xs)
         if (n + 1) % save_every == 0 or n + 1 == nsteps:
             k += 1
             save_state(x, traj, k)
 
 
-def run_rbmr(x, traj, nsteps, save_every, p, A, B, dt, scale, nfine, seed,
+def run_rbmr(x, traj, nsteps, save_every, p, A, B, dt, scale, dt_last, scale_last, nfine, seed,
              params, coupling, sphere, project, work, K, xs, pool, clock):
     """RBM with replacement: per unit step, N/p sub-steps each advancing one random p-subset.
 
@@ -523,6 +529,8 @@ def run_rbmr(x, traj, nsteps, save_every, p, A, B, dt, scale, nfine, seed,
         sub = 0
         k = 0
         for n in range(nsteps):
+            h = dt if n + 1 < nsteps else dt_last
+            sc = scale if n + 1 < nsteps else scale_last
             nsub = ((n + 1) * N) // p - (n * N) // p
             for _ in range(nsub):
                 draw_subset(combine(ksub, sub), N, p, pr)
@@ -532,7 +540,7 @@ def run_rbmr(x, traj, nsteps, save_every, p, A, B, dt, scale, nfine, seed,
                         st = xr
                     else:
                         for a in range(p):
-                            stage_particle(x, xs, K, A, s, dt, r, pr[a], sphere)
+                            stage_particle(x, xs, K, A, s, h, r, pr[a], sphere)
                         st = xs[r]
                     for a in range(p):
                         prepare_row(st[pr[a]], params, work[r, pr[a]])
@@ -543,7 +551,7 @@ def run_rbmr(x, traj, nsteps, save_every, p, A, B, dt, scale, nfine, seed,
                             project_tangent(st[i], K[s, r, i])
                 for a in range(p):
                     i = pr[a]
-                    advance_particle(x, K, B, dt, r, i, scale, knoise, clock[r, i] * nfine, nfine, sphere, xs[r, i])
+                    advance_particle(x, K, B, h, r, i, sc, knoise, clock[r, i] * nfine, nfine, sphere, xs[r, i])
                     clock[r, i] += 1
             if (n + 1) % save_every == 0 or n + 1 == nsteps:
                 k += 1
@@ -832,7 +840,8 @@ def phased_step(x, idx, bounds, A, B, dt, scale, knoise, fine0, nfine, c1, c2, c
                     sg[r, lo:lo + d * m])
 
 
-def run_fast_fused(x, traj, nsteps, save_every, tau_steps, per_chunk, A, B, dt, scale, nfine, seed, bounds,
+def run_fast_fused(x, traj, nsteps, save_every, tau_steps, per_chunk, A, B, dt, scale, dt_last, scale_last, nfine,
+                   seed, bounds,
                    nbuckets, params, coupling, xg, kg, sg, ip, kp, idx, bucket, u, hist, bstart):
     """``run_batched`` for RBM-1 on the built-in kernel systems (flat space), same results.
 
@@ -849,14 +858,17 @@ def run_fast_fused(x, traj, nsteps, save_every, tau_steps, per_chunk, A, B, dt, 
     for n in range(nsteps):
         if n % tau_steps == 0:
             build_perms(seed, n // tau_steps, nbuckets, idx, bucket, u, hist, bstart)
-        fused_step(x, idx, bounds, per_chunk, A, B, dt, scale, knoise, n * nfine, nfine, c1, c2, coupling,
+        h = dt if n + 1 < nsteps else dt_last
+        sc = scale if n + 1 < nsteps else scale_last
+        fused_step(x, idx, bounds, per_chunk, A, B, h, sc, knoise, n * nfine, nfine, c1, c2, coupling,
                    xg, kg, sg, ip, kp)
         if (n + 1) % save_every == 0 or n + 1 == nsteps:
             k += 1
             save_state(x, traj, k)
 
 
-def run_fast_phased(x, traj, nsteps, save_every, tau_steps, full, A, B, dt, scale, nfine, seed, bounds, nbuckets,
+def run_fast_phased(x, traj, nsteps, save_every, tau_steps, full, A, B, dt, scale, dt_last, scale_last, nfine, seed,
+                    bounds, nbuckets,
                     params, coupling, xg, kg, sg, ip, kp, idx, bucket, u, hist, bstart):
     """``run_batched`` for the full method (or RBM-1 with few batches) on the built-in kernel systems.
 
@@ -874,7 +886,9 @@ def run_fast_phased(x, traj, nsteps, save_every, tau_steps, full, A, B, dt, scal
     for n in range(nsteps):
         if not full and n % tau_steps == 0:
             build_perms(seed, n // tau_steps, nbuckets, idx, bucket, u, hist, bstart)
-        phased_step(x, idx, bounds, A, B, dt, scale, knoise, n * nfine, nfine, c1, c2, coupling, xg, kg, sg, ip, kp)
+        h = dt if n + 1 < nsteps else dt_last
+        sc = scale if n + 1 < nsteps else scale_last
+        phased_step(x, idx, bounds, A, B, h, sc, knoise, n * nfine, nfine, c1, c2, coupling, xg, kg, sg, ip, kp)
         if (n + 1) % save_every == 0 or n + 1 == nsteps:
             k += 1
             save_state(x, traj, k)

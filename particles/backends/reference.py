@@ -117,6 +117,11 @@ def _rk_stages(system, X, A, dt, force):
     return stages
 
 
+def _step_size(plan, n):
+    """Length and noise scale of step n: the last one is shorter when t_end is not a whole number of steps."""
+    return (plan.dt, plan.scale) if n + 1 < plan.nsteps else (plan.dt_last, plan.scale_last)
+
+
 def run(system, x, traj, plan):
     R, N, d = x.shape
     traj[0] = x
@@ -129,16 +134,17 @@ def run(system, x, traj, plan):
         p = N if plan.method == "full" else plan.batch_size
         k = 0
         for n in range(plan.nsteps):
+            h, scale = _step_size(plan, n)
             if plan.method == "rbm1" and n % plan.tau_steps == 0:
                 perm = permutation(plan.seed, r, n // plan.tau_steps, N)
-            stages = _rk_stages(system, X, plan.A, plan.dt,
+            stages = _rk_stages(system, X, plan.A, h,
                                 lambda Y, perm=perm, p=p: _force(system, Y, perm, p, plan.coupling, plan.project))
             dW = np.zeros_like(X)
-            if plan.scale:
+            if scale:
                 for q in range(plan.nfine):
                     dW += noise(plan.seed, r, n * plan.nfine + q, np.arange(N), d)
-                dW *= plan.scale
-            X = _advance(system, X, stages, plan.B, plan.dt, dW)
+                dW *= scale
+            X = _advance(system, X, stages, plan.B, h, dW)
             if (n + 1) % plan.save_every == 0 or n + 1 == plan.nsteps:
                 k += 1
                 traj[k, r] = X
@@ -155,6 +161,7 @@ def _run_rbmr(system, x, traj, plan, r):
     sub = 0
     k = 0
     for n in range(plan.nsteps):
+        h, scale = _step_size(plan, n)
         for _ in range(((n + 1) * N) // p - (n * N) // p):
             _batches.draw_subset_np(_batches.subset_key_np(root, sub), N, p, pool)
             sub += 1
@@ -165,14 +172,14 @@ def _run_rbmr(system, x, traj, plan, r):
                 return _project(Y, F) if plan.project else F
 
             Xc = X[members]
-            stages = _rk_stages(system, Xc, plan.A, plan.dt, force)
+            stages = _rk_stages(system, Xc, plan.A, h, force)
             dW = np.zeros_like(Xc)
-            if plan.scale:
+            if scale:
                 for a, i in enumerate(members):
                     for q in range(plan.nfine):
                         dW[a] += noise(plan.seed, r, clock[i] * plan.nfine + q, [i], d)[0]
-                dW *= plan.scale
-            X[members] = _advance(system, Xc, stages, plan.B, plan.dt, dW)
+                dW *= scale
+            X[members] = _advance(system, Xc, stages, plan.B, h, dW)
             clock[members] += 1
         if (n + 1) % plan.save_every == 0 or n + 1 == plan.nsteps:
             k += 1
