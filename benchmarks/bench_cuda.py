@@ -52,7 +52,7 @@ if str(_ROOT) not in sys.path:
 
 import particles  # noqa: E402
 from particles import _batches, integrators, systems  # noqa: E402
-from particles.solve import Plan, _tableau  # noqa: E402
+from particles.solve import Plan  # noqa: E402
 
 TARGET_FRACTION = 0.40
 DT = 1e-3
@@ -141,7 +141,7 @@ def copy_bandwidth(cuda, backend, nbytes, repeats):
 
 # --- workloads -------------------------------------------------------------------------------
 def make_plan(system, n, *, method, batch_size=None, tau_steps=1, nsteps=1):
-    A, B = _tableau(integrators.SCHEMES["euler"])
+    A, B = integrators.SCHEMES["euler"].tableau()
     return Plan(method=method, nsteps=nsteps, save_every=nsteps, tau_steps=tau_steps, nfine=1, dt=DT,
                           noise_dt=DT, scale=system.sigma_for(n) * math.sqrt(DT), coupling=system.coupling_for(n),
                           batch_size=n if batch_size is None else batch_size, seed=SEED, sphere=system.sphere,

@@ -116,7 +116,10 @@ class Scheme:
 
     ``order`` is the deterministic (ODE) order; ``strong_order_additive`` the
     strong order for additive noise (Euler-Maruyama is order 1 there);
-    ``stochastic`` says whether the scheme accepts sigma > 0.
+    ``stochastic`` says whether the scheme accepts sigma > 0. ``a`` and ``b``
+    are the explicit Runge-Kutta (Butcher) tableau: stage s is evaluated at
+    x + h sum_q a[s][q] k_q (q < s), the step adds h sum_s b[s] k_s (the
+    coefficients are checked against the order conditions in the tests).
     """
 
     name: str
@@ -128,11 +131,23 @@ class Scheme:
     weak_order: float | None = None
     projected: bool = True  # on the sphere: the field is projected on the tangent space before the step
     sphere_only: bool = False  # defined only for systems on the sphere (the unprojected field needs a sphere)
+    a: tuple = ((0.0,),)
+    b: tuple = (1.0,)
+
+    def tableau(self):
+        """``(A, B)`` as float arrays of shape (stages, stages) and (stages,)."""
+        import numpy as np  # local: keep this module import-light
+
+        A = np.zeros((self.stages, self.stages))
+        for s, row in enumerate(self.a):
+            A[s, :len(row)] = row
+        return A, np.array(self.b, dtype=float)
 
 
 EULER = Scheme("euler", 0, order=1, stages=1, stochastic=True, strong_order_additive=1.0, weak_order=1.0)
-HEUN = Scheme("heun", 1, order=2, stages=2, stochastic=False)
-RK4 = Scheme("rk4", 2, order=4, stages=4, stochastic=False)
+HEUN = Scheme("heun", 1, order=2, stages=2, stochastic=False, a=((), (1.0,)), b=(0.5, 0.5))
+RK4 = Scheme("rk4", 2, order=4, stages=4, stochastic=False, a=((), (0.5,), (0.0, 0.5), (0.0, 0.0, 1.0)),
+             b=(1 / 6, 1 / 3, 1 / 3, 1 / 6))
 AMBIENT_EULER = Scheme("ambient_euler", 3, order=1, stages=1, stochastic=False, projected=False, sphere_only=True)
 
 SCHEMES = {s.name: s for s in (EULER, HEUN, RK4, AMBIENT_EULER)}

@@ -259,7 +259,7 @@ def solve(system, x0, *, t_end, dt, method="full", batch_size=None, seed=0, back
                 f"even the initial and final states need {2 * state_bytes} bytes")
         raise ValueError(f"the trajectory would need {nsave * state_bytes} bytes ({nsave} saved states), more than "
                          f"max_bytes={max_bytes}; {hint}, or raise max_bytes")
-    A, B = _tableau(scheme_obj)
+    A, B = scheme_obj.tableau()
     plan = Plan(method=method, nsteps=nsteps, save_every=save_every, tau_steps=tau_steps, nfine=nfine, dt=dt,
                 noise_dt=noise_dt, scale=sigma * math.sqrt(noise_dt), coupling=system.coupling_for(N),
                 batch_size=p, seed=seed, sphere=system.sphere, A=A, B=B, scheme=scheme_obj.name,
@@ -290,18 +290,6 @@ def solve(system, x0, *, t_end, dt, method="full", batch_size=None, seed=0, back
 def _num_saves(nsteps, save_every):
     """Saved states: t = 0, every save_every steps, and the final step."""
     return nsteps // save_every + 1 + (1 if nsteps % save_every else 0)
-
-
-def _tableau(scheme):
-    if scheme.name in ("euler", "ambient_euler"):
-        return np.zeros((1, 1)), np.array([1.0])
-    if scheme.name == "heun":
-        return np.array([[0.0, 0.0], [1.0, 0.0]]), np.array([0.5, 0.5])
-    A = np.zeros((4, 4))
-    A[1, 0] = 0.5
-    A[2, 1] = 0.5
-    A[3, 2] = 1.0
-    return A, np.array([1.0, 2.0, 2.0, 1.0]) / 6.0
 
 
 def drift(system, x, *, method="full", batch_size=None, seed=0, step=0, backend="cpu"):
