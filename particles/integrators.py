@@ -15,9 +15,9 @@ Two layers:
 
 On the sphere the two Euler steps differ by where the field is projected:
 
-- ``euler`` (projected): x <- (x + h P_x a(x)) / |x + h P_x a(x)|, with
-  P_x v = v - <x, v> x;
-- ``ambient_euler``: x <- (x + h a(x)) / |x + h a(x)|, with a the field
+- ``euler`` (projected): ``x <- (x + h P_x a(x)) / |x + h P_x a(x)|``, with
+  ``P_x v = v - <x, v> x``;
+- ``ambient_euler``: ``x <- (x + h a(x)) / |x + h a(x)|``, with a the field
   before the tangent projection (for attention: a_i = sum_j
   softmax_j(beta <Q x_i, K x_j>) V x_j). This is the step of the public
   phase-diagram script of Geshkovski et al. (borjanG/2023-transformers-rotf,

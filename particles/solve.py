@@ -191,7 +191,7 @@ def solve(system, x0, *, t_end, dt, method="full", batch_size=None, seed=0, back
         the sphere the forces are projected on the tangent space and every
         step ends with a normalisation; ``"ambient_euler"`` (systems on the
         sphere only) steps along the unprojected field instead,
-        x <- (x + dt a)/|x + dt a| (see :mod:`particles.integrators`).
+        ``x <- (x + dt a)/|x + dt a|`` (see :mod:`particles.integrators`).
     tau : float, optional
         RBM-1 reshuffle interval, a whole multiple of ``dt`` (default ``dt``:
         h = tau). An interval longer than ``t_end`` means one partition for
