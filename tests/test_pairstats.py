@@ -12,15 +12,15 @@ from validation.studies._pairstats import PairTracker, pair_statistics_numpy
 THR = 1 - 1e-3
 
 
-def _compare(x, chunks):
+def _compare(x, chunks, strict=False):
     m, R, n, d = x.shape
-    tracker = PairTracker(R, n, d, THR)
+    tracker = PairTracker(R, n, d, THR, strict=strict)
     P = n * (n - 1) // 2
     ever, dropped = np.zeros((R, P), bool), np.zeros((R, P), bool)
     lo = 0
     for hi in chunks:
         a = tracker.update(x[lo:hi])
-        b = pair_statistics_numpy(x[lo:hi], THR, ever, dropped)
+        b = pair_statistics_numpy(x[lo:hi], THR, ever, dropped, strict=strict)
         for u, v in zip(a, b):
             np.testing.assert_array_equal(u, v)
         lo = hi
@@ -29,12 +29,12 @@ def _compare(x, chunks):
     return tracker
 
 
-@pytest.mark.parametrize(("d", "beta"), [(2, 4.0), (8, 2.0), (32, 1.0)])
-def test_equals_direct_computation_along_the_dynamics(d, beta):
+@pytest.mark.parametrize(("d", "beta", "strict"), [(2, 4.0, True), (8, 2.0, False), (32, 1.0, True)])
+def test_equals_direct_computation_along_the_dynamics(d, beta, strict):
     # the phase diagram's case: tokens that cluster over 300 steps of dt = 0.1, fed in uneven chunks
     x0 = initial.uniform_sphere(32, d, rng=np.random.default_rng(d), replicas=6)
     tr = particles.solve(systems.attention(beta, "SA"), x0, t_end=30.0, dt=0.1, scheme="ambient_euler")
-    tracker = _compare(tr.x, [1, 50, 51, 200, 301])
+    tracker = _compare(tr.x, [1, 50, 51, 200, 301], strict)
     assert 0 < tracker.ever.mean()  # some pairs clustered
 
 
@@ -63,3 +63,12 @@ def test_counts_by_hand():
 def test_bad_shape_is_refused():
     with pytest.raises(ValueError, match=r"x must have shape \(saves, R, n, d\) = \(m, 2, 4, 3\)"):
         PairTracker(2, 4, 3, 0.5).update(np.zeros((2, 4, 3)))
+
+
+def test_strict_threshold():
+    # an inner product exactly at the threshold: clustered for >=, not for >
+    x = np.zeros((1, 1, 2, 2))
+    x[0, 0, 0] = [1.0, 0.0]
+    x[0, 0, 1] = [0.5, 0.75]  # <x_0, x_1> = 0.5 exactly
+    assert PairTracker(1, 2, 2, 0.5).update(x)[0][0, 0] == 1
+    assert PairTracker(1, 2, 2, 0.5, strict=True).update(x)[0][0, 0] == 0

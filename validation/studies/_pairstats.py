@@ -30,7 +30,7 @@ SAFETY = 1e-10  # margin kept from the threshold before an inner product is trus
 _compiled = None
 
 
-def _kernel(x, thr, prev, has_prev, margin, ok, ever, dropped, count, first_pair, all_pairs):
+def _kernel(x, thr, strict, prev, has_prev, margin, ok, ever, dropped, count, first_pair, all_pairs):
     m, R, n, d = x.shape
     for r in prange(R):  # noqa: F821 -- numba.prange, bound when compiled
         delta = np.empty(n)
@@ -61,7 +61,7 @@ def _kernel(x, thr, prev, has_prev, margin, ok, ever, dropped, count, first_pair
                         s = 0.0
                         for a in range(d):
                             s += xr[i, a] * xr[j, a]
-                        o = s >= thr
+                        o = s > thr if strict else s >= thr
                         ok[r, q] = o
                         mg = abs(s - thr)
                     else:
@@ -103,7 +103,9 @@ class PairTracker:
     R, n, d : int
         Token sets, tokens per set, dimension.
     threshold : float
-        A pair (i < j) is clustered when <x_i, x_j> >= threshold.
+        A pair (i < j) is clustered when <x_i, x_j> >= threshold, or
+        ``> threshold`` if ``strict``.
+    strict : bool
 
     Attributes
     ----------
@@ -112,9 +114,10 @@ class PairTracker:
         unclustered at a state after being clustered.
     """
 
-    def __init__(self, R, n, d, threshold):
+    def __init__(self, R, n, d, threshold, strict=False):
         self.R, self.n, self.d = int(R), int(n), int(d)
         self.threshold = float(threshold)
+        self.strict = bool(strict)
         P = self.n * (self.n - 1) // 2
         self.prev = np.zeros((self.R, self.n, self.d))
         self.has_prev = np.zeros(self.R, dtype=np.bool_)
@@ -135,12 +138,12 @@ class PairTracker:
         count = np.empty((m, self.R), dtype=np.int64)
         first = np.empty((m, self.R), dtype=np.bool_)
         allp = np.empty((m, self.R), dtype=np.bool_)
-        _compile()(x, self.threshold, self.prev, self.has_prev, self.margin, self.ok, self.ever, self.dropped,
-                   count, first, allp)
+        _compile()(x, self.threshold, self.strict, self.prev, self.has_prev, self.margin, self.ok, self.ever,
+                   self.dropped, count, first, allp)
         return count, first, allp
 
 
-def pair_statistics_numpy(x, threshold, ever, dropped):
+def pair_statistics_numpy(x, threshold, ever, dropped, strict=False):
     """The direct computation (Gram matrices by matmul) of :meth:`PairTracker.update`: the oracle of the tests.
 
     ``ever`` and ``dropped`` (bool, shape (R, n(n-1)/2)) are updated in place.
@@ -148,7 +151,8 @@ def pair_statistics_numpy(x, threshold, ever, dropped):
     x = np.asarray(x, dtype=np.float64)
     n = x.shape[2]
     iu, ju = np.triu_indices(n, 1)
-    ok = np.matmul(x, np.swapaxes(x, -1, -2))[..., iu, ju] >= threshold  # (m, R, P)
+    g = np.matmul(x, np.swapaxes(x, -1, -2))[..., iu, ju]
+    ok = g > threshold if strict else g >= threshold  # (m, R, P)
     before = np.logical_or.accumulate(np.concatenate([ever[None], ok]), axis=0)[:-1]
     dropped |= (before & ~ok).any(axis=0)
     ever |= ok.any(axis=0)
