@@ -1274,8 +1274,9 @@ class CircleClustersStudy(Study):
                     label="T19", predicted=float(stated), measured=float(mode_count), interval=None, tolerance=0.0,
                     passed=bool(mode_count == stated and lower > 0.0),
                     rule=(f"mode of the cluster count (single linkage at arccos(1 - {self.EPS:g})) over {m} "
-                          f"initialisations at t = {t_eval:g} ({step_words(records[0].params)}) equals {stated}, and the one-sided {level:.2%} lower "
-                          f"bound of p_mode - p_second is > 0 (family-wise {self.CONFIDENCE:.0%}: Bonferroni over "
+                          f"initialisations at t = {t_eval:g} ({step_words(records[0].params)}) equals {stated}, "
+                          f"and the one-sided {level:.2%} lower bound of p_mode - p_second is > 0 (family-wise "
+                          f"{self.CONFIDENCE:.0%}: Bonferroni over "
                           f"the {n_claims} betas with a stated count)"),
                     details=details))
             out.append(Verdict(
