@@ -147,24 +147,34 @@ def first_passage(system, x0, t_end, dt, scheme, thr, *, backend="cpu", segment=
     return tau, int(dropped.sum()), x
 
 
-def t50_of(tau, weights=None):
+def t50_of(tau, weights=None, *, chunk=64):
     """The first time the first-passage fraction reaches 1/2: the ceil(N/2)-th smallest tau (None if inf).
 
-    ``tau`` of shape (R, P); ``weights`` (R,) integer resampling weights of the initialisations (a
-    bootstrap resample), or None for all once. With weights the result is the same order statistic of
-    the resample (each initialisation's pairs repeated ``weights[r]`` times).
+    ``tau`` of shape (R, P); ``weights`` integer resampling weights of the initialisations, shape (R,) for
+    one bootstrap resample or (n_boot, R) for many (then an array of n_boot values, nan where not reached),
+    or None for all once. With weights the result is the same order statistic of the resample (each
+    initialisation's pairs repeated ``weights[r]`` times).
     """
     tau = np.asarray(tau, dtype=float)
     if weights is None:
         flat = np.sort(tau, axis=None)
         v = float(flat[math.ceil(flat.size / 2) - 1])
         return v if math.isfinite(v) else None
-    order = np.argsort(tau, axis=None)
+    w = np.asarray(weights, dtype=float)
+    single = w.ndim == 1
+    w = np.atleast_2d(w)
+    order = np.argsort(tau, axis=None)  # sorted once for every resample
     owner = order // tau.shape[1]
-    cum = np.cumsum(np.asarray(weights, dtype=float)[owner])
-    k = int(np.searchsorted(cum, 0.5 * cum[-1]))  # first index with cumulative weight >= half
-    v = float(tau.ravel()[order[k]])
-    return v if math.isfinite(v) else None
+    values = tau.ravel()[order]
+    out = np.empty(w.shape[0])
+    for start in range(0, w.shape[0], chunk):
+        cum = np.cumsum(w[start:start + chunk][:, owner], axis=1)
+        k = np.argmax(cum >= 0.5 * cum[:, -1:], axis=1)  # first index with cumulative weight >= half
+        out[start:start + chunk] = values[k]
+    out[~np.isfinite(out)] = np.nan
+    if single:
+        return None if math.isnan(out[0]) else float(out[0])
+    return out
 
 
 @register
@@ -270,8 +280,7 @@ class PhaseDiscretisationStudy(Study):
         gen = np.random.default_rng(rng)
         weights = gen.multinomial(m, np.full(m, 1.0 / m), size=n_boot)
         t50 = {k: t50_of(v) for k, v in taus.items()}
-        boot = {k: np.array([np.nan if (x := t50_of(v, w)) is None else x for w in weights]) for k, v in
-                taus.items()}
+        boot = {k: t50_of(v, weights) for k, v in taus.items()}
         return t50, boot
 
     def verdicts(self, records, mode):
