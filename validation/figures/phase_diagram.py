@@ -115,9 +115,11 @@ def plot(data):
         inside = curve_t <= t[-1] + 0.5
         (line,) = ax.plot(curve_t[inside], curve_beta[inside], color="#D55E00", lw=1.7, ls="--")
         for beta, t_ode, t_h, _ in marks.get(d, []):
-            (h_pts,) = ax.plot([t_h], [beta], ls="none", marker="x", ms=5, mew=1.4, color="white", zorder=5)
-            (ode_pts,) = ax.plot([t_ode], [beta], ls="none", marker="o", ms=5, mfc="none", mew=1.4,
-                                 color="#F0E442", zorder=6)
+            # black-edged markers: visible on the colour map and in the legend alike
+            (h_pts,) = ax.plot([t_h], [beta], ls="none", marker="X", ms=6.5, mfc="#CC79A7", mec="black", mew=0.6,
+                               zorder=5)
+            (ode_pts,) = ax.plot([t_ode], [beta], ls="none", marker="o", ms=5.5, mfc="white", mec="black", mew=0.8,
+                                 zorder=6)
         ax.set_xlim(t[0], t[-1])
         ax.set_ylim(be[0], be[-1])
         ax.grid(False)
@@ -132,7 +134,7 @@ def plot(data):
         else:
             ax.tick_params(labelbottom=False)
     cb = fig.colorbar(mesh, ax=axes.ravel().tolist(), shrink=0.9, pad=0.02, aspect=30)
-    cb.set_label(r"$P\left(\langle x_1(t), x_2(t)\rangle \geq 1 - 10^{-3}\right)$")
+    cb.set_label(r"$P\left(\langle x_1(t), x_2(t)\rangle > 1 - 10^{-3}\right)$")
     handles = [line]
     labels = [rf"equiangular ODE: $\gamma_\beta(t) = 1 - 10^{{{round(math.log10(eps))}}}$"]
     if ode_pts is not None:

@@ -909,7 +909,8 @@ class PhaseDiagramStudy(Study):
 
     name = "phase_diagram"
     version = 2
-    title = "Phase diagram of P(<x_1(t), x_2(t)> > 1 - 1e-3) over (t, beta), SA, n = 32"
+    title = ("Phase diagram of P(<x_1(t), x_2(t)> > 1 - 1e-3) over (t, beta), SA, n = 32, ambient Euler h = 0.1 "
+             "(the authors' step)")
     labels = ("T19",)
 
     KIND = "SA"
@@ -1147,7 +1148,8 @@ class CircleClustersStudy(Study):
 
     name = "circle_clusters"
     version = 2
-    title = "d = 2: metastable clusters on the circle (about 2 at beta = 4, 3 at beta = 9) before collapse"
+    title = ("d = 2: metastable clusters on the circle (about 2 at beta = 4, 3 at beta = 9) before collapse, "
+             "ambient Euler h = 0.1 (the authors' step)")
     labels = ("T19",)
 
     KIND = "SA"
