@@ -883,8 +883,9 @@ class PhaseDiagramStudy(Study):
 
     - d >= 3 (one-cluster theorem, any beta, asymptotic in t): for beta <= 1,
       where the clustering is fast (measured by ``one_cluster``: at most 15
-      time units for d = 3, beta = 1; here, d = 8 and beta = 0.9, 1 with the
-      full 2^10 initialisations each: all one cluster by t = 8.1), every
+      time units for d = 3, beta = 1; here, with version 1 (projected step),
+      d = 8 and beta = 0.9, 1 with the full 2^10 initialisations each: all one
+      cluster by t = 8.1; the ambient step is 5-10% slower), every
       initialisation is one cluster at t = 30. PASS/FAIL; interval: one-sided
       95% Clopper-Pearson lower bound of the probability.
     - informational, per d: the smallest beta at which not every
@@ -1106,7 +1107,11 @@ class CircleClustersStudy(Study):
     no clusters; n, beta and the count rule here are the library's.)
     Version 2: version 1 ran the projected step (``scheme="euler"``); the
     effect of the step on the counts at t = 30 is measured by
-    ``phase_discretisation``. Cluster count (:func:`circle_cluster_count`): the tokens are grouped
+    ``phase_discretisation``. The step is checked against the authors'
+    update by ``tests/test_ambient_euler.py`` (a NumPy statement of it, to
+    1e-10 over 300 steps) and the stored snapshots by
+    ``tests/test_figures_dynamics.py`` (an independent ambient Euler run).
+    Cluster count (:func:`circle_cluster_count`): the tokens are grouped
     by single linkage at angular distance delta = arccos(1 - eps), eps =
     1e-3 (delta = 0.0447 rad: two tokens closer than that have <x_i, x_j> >=
     1 - eps, the threshold of the phase diagram), i.e. the number of circular
