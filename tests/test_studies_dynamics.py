@@ -245,6 +245,9 @@ def test_phase_diagram_grids():
     assert_allclose(betas, np.arange(1, 91) / 10)
     assert all(p["R"] * study.replicates("full") == 2**10 for p in full)  # the paper's 2^10 initialisations
     assert all(p["n"] == 32 and p["T"] == 30.0 and p["dt"] == 0.1 and p["kind"] == "SA" for p in full)
+    # the authors' step (phase-diagrams.py), in the full and the quick grid alike
+    assert {p["scheme"] for p in full + study.grid("quick")} == {"ambient_euler"}
+    assert {p["scheme"] for p in get_study("circle_clusters").grid("full")} == {"ambient_euler"}
     assert len(study.cells("quick")) < len(study.cells("full")) / 20
 
 
@@ -296,11 +299,11 @@ def test_span_coordinates_give_the_same_dynamics():
 def test_saved_states_segments_equal_one_run():
     system = systems.attention(2.0, "SA")
     x0 = initial.uniform_sphere(5, 3, rng=3, replicas=2)
-    chunks = list(dyn._saved_states(system, x0, 3.0, 0.1, every=2, budget=3 * x0.nbytes))
+    chunks = list(dyn._saved_states(system, x0, 3.0, 0.1, scheme="ambient_euler", every=2, budget=3 * x0.nbytes))
     assert len(chunks) > 3  # really segmented
     t = np.concatenate([c[0] for c in chunks])
     x = np.concatenate([c[1] for c in chunks])
-    ref = particles.solve(system, x0, t_end=3.0, dt=0.1, save_every=2)
+    ref = particles.solve(system, x0, t_end=3.0, dt=0.1, save_every=2, scheme="ambient_euler")
     assert_allclose(t, ref.t, atol=1e-12)
     assert_allclose(x, ref.x, rtol=0, atol=1e-15)
 
@@ -404,8 +407,10 @@ def test_circle_theory_rule_is_bonferroni_corrected_over_the_stated_betas():
 
 
 @pytest.mark.parametrize("name, params", [
-    ("phase_diagram", {"kind": "SA", "d": 3, "beta": 2.0, "n": 8, "R": 3, "T": 5.0, "dt": 0.1, "eps": 1e-3}),
-    ("circle_clusters", {"kind": "SA", "beta": 4.0, "n": 8, "R": 3, "T": 5.0, "dt": 0.1, "save": 0.5, "eps": 1e-3}),
+    ("phase_diagram", {"kind": "SA", "d": 3, "beta": 2.0, "n": 8, "R": 3, "T": 5.0, "dt": 0.1,
+                       "scheme": "ambient_euler", "eps": 1e-3}),
+    ("circle_clusters", {"kind": "SA", "beta": 4.0, "n": 8, "R": 3, "T": 5.0, "dt": 0.1, "scheme": "ambient_euler",
+                         "save": 0.5, "eps": 1e-3}),
 ])
 def test_figure_study_cells_are_reproducible(name, params):
     study = get_study(name)

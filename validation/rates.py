@@ -38,7 +38,7 @@ import numpy as np
 
 from validation.stats import _plain
 
-__all__ = ["RateFit", "WindowSlope", "fit_rate", "preasymptotic_flag"]
+__all__ = ["RateFit", "WindowSlope", "fit_rate", "fit_rate_resampled", "preasymptotic_flag"]
 
 
 @dataclass(frozen=True)
@@ -255,6 +255,75 @@ def fit_rate(levels, errors, *, replicate_errors=None, confidence=0.95, n_boot=2
         method = "bootstrap"
     return RateFit(slope=slope, intercept=intercept, ci_low=float(lo), ci_high=float(hi), confidence=confidence,
                    r2=float(r2), levels_used=(float(lv.min()), float(lv.max())), method=method, n_levels=n)
+
+
+def fit_rate_resampled(levels, errors, resampled_errors, *, confidence=0.95):
+    r"""Log-log slope of ``errors`` vs ``levels`` with a percentile interval from errors recomputed on resamples.
+
+    For errors that are not a mean of per-replicate squared errors (so :func:`fit_rate`'s bootstrap does not
+    apply), e.g. the error of a quantile or of a crossing time of an ensemble average: the caller resamples
+    its independent units (initialisations) with replacement, keeps the levels of one resample coupled
+    (common random numbers), recomputes the error at every level and passes those rows here. The slope is
+    least squares on ``log(errors)``; the interval is the percentile interval of the slopes refitted to the
+    rows of ``resampled_errors``.
+
+    Parameters
+    ----------
+    levels : array_like, shape (n_levels,)
+        Positive, finite, distinct; n_levels >= 3.
+    errors : array_like, shape (n_levels,)
+        Positive finite errors of the full sample.
+    resampled_errors : array_like, shape (n_boot, n_levels)
+        Positive finite errors of each resample, n_boot >= 100.
+    confidence : float, default 0.95
+        Nominal coverage, in (0, 1).
+
+    Returns
+    -------
+    RateFit
+        ``method="bootstrap"``.
+
+    Raises
+    ------
+    ValueError
+        Naming the argument: shapes, fewer than 3 levels or 100 resamples, values not positive and finite,
+        levels not distinct, confidence outside (0, 1).
+
+    Examples
+    --------
+    >>> h = np.array([0.1, 0.05, 0.025])
+    >>> rows = np.outer(np.linspace(0.9, 1.1, 200), 2.0 * h)  # the constant varies, the order does not
+    >>> fit = fit_rate_resampled(h, 2.0 * h, rows)
+    >>> round(fit.slope, 12), round(fit.ci_low, 12), round(fit.ci_high, 12)
+    (1.0, 1.0, 1.0)
+    """
+    try:
+        conf = float(confidence)
+    except (TypeError, ValueError):
+        conf = math.nan
+    if isinstance(confidence, bool) or not (0.0 < conf < 1.0):
+        raise ValueError(f"confidence must be a number in (0, 1), got {_plain(confidence)!r}")
+    lv, er = _check_levels_errors(levels, errors)
+    try:
+        rows = np.asarray(resampled_errors, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise ValueError("resampled_errors must be a 2-d array of positive errors") from exc
+    if rows.ndim != 2 or rows.shape[1] != lv.size:
+        raise ValueError(f"resampled_errors must have shape (n_boot, {lv.size}) (one column per level), got "
+                         f"shape {rows.shape}")
+    if rows.shape[0] < 100:
+        raise ValueError(f"resampled_errors must have at least 100 rows (resamples), got {rows.shape[0]}")
+    if not (np.all(np.isfinite(rows)) and np.all(rows > 0)):
+        raise ValueError("resampled_errors must be finite and > 0 (a log-log fit needs their logarithm)")
+    x = np.log(lv)
+    slope, intercept, _, sxx, r2 = _ols(x, np.log(er))
+    xc = x - x.mean()
+    ly = np.log(rows)
+    slopes = (ly - ly.mean(axis=1, keepdims=True)) @ xc / sxx
+    alpha = 1.0 - conf
+    lo, hi = (float(v) for v in np.quantile(slopes, [alpha / 2.0, 1.0 - alpha / 2.0]))
+    return RateFit(slope=slope, intercept=intercept, ci_low=lo, ci_high=hi, confidence=conf, r2=float(r2),
+                   levels_used=(float(lv.min()), float(lv.max())), method="bootstrap", n_levels=int(lv.size))
 
 
 def _bootstrap_slopes(x, rep, n_boot, gen, chunk=512):

@@ -7,11 +7,18 @@ The probability that two tokens have merged,
 inverse temperature :math:`\beta` for :math:`n = 32` tokens moving by SA
 :theory:`T19`, one panel per dimension :math:`d`, with the time at which the
 equiangular solution :math:`\gamma_\beta(t)` reaches :math:`1 - 10^{-3}`
-overlaid (:doc:`../theory/dynamics`). Quick mode uses few initialisations and
+overlaid (:doc:`../theory/dynamics`). The tokens move by the step of the
+authors' ``phase-diagrams.py`` (ambient Euler
+:math:`x \leftarrow (x + h a)/|x + h a|`, :math:`h = 0.1`; checked against a
+restatement of that script in ``tests/test_authors_procedure.py``). Circles
+mark the converged transition time :math:`t_{50}` of the ODE (RK4) and
+crosses the :math:`h = 0.1` one, on the same initialisations, at the cells of
+the ``phase_discretisation`` study: the distance between them is the
+discretisation error of the diagram. Quick mode uses few initialisations and
 a coarse grid.
 
 Figure ``phase_diagram`` of :mod:`validation.figures`, drawn from the studies
-:study:`phase_diagram`.
+:study:`phase_diagram` and :study:`phase_discretisation`.
 """
 
 import os

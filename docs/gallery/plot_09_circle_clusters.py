@@ -6,7 +6,10 @@ On the circle (:math:`d = 2`), snapshots of :math:`n = 32` tokens moving by SA
 for several :math:`\beta`, and the number of clusters against time: large
 :math:`\beta` produces long-lived states with several clusters (about 2 at
 :math:`\beta = 4`, 3 at :math:`\beta = 9`) before the final collapse
-(:doc:`../theory/dynamics`).
+(:doc:`../theory/dynamics`). The tokens move by the step of the authors'
+scripts (ambient Euler :math:`x \leftarrow (x + h a)/|x + h a|`,
+:math:`h = 0.1`, as in their ``sphere.py``); the ``phase_discretisation``
+study compares the counts at :math:`t = 30` with RK4.
 
 Figure ``circle_clusters`` of :mod:`validation.figures`, drawn from the studies
 :study:`circle_clusters`.

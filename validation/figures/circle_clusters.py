@@ -1,7 +1,9 @@
 r"""d = 2: metastable clusters on the circle before collapse (THEORY Part C, the zoom of the phase diagram).
 
 Top: snapshots of one fixed initialisation of n = 32 tokens on the circle
-(the same for every beta) moving by SA, projected Euler dt = 0.1; each token
+(the same for every beta) moving by SA with the step of the authors' scripts
+(``sphere.py``, ``phase-diagrams.py``): ambient Euler x <- (x + h a)/|x + h a|,
+h = 0.1 (the title names the scheme of the records); each token
 keeps the colour of its initial angle, and the number under a circle is its
 cluster count. Bottom: the cluster count over the initialisations vs time
 (mean, and the 10-90% range), with THEORY's "about 2 clusters at beta = 4,
@@ -182,11 +184,14 @@ def plot(data):
                title=f"mean over\ninitialisations;\nband: {QUANTILES[0]:.0%}-{QUANTILES[1]:.0%}\nrange "
                      rf"($\beta$ = {band_txt})")
     m = sorted({agg[b]["m"] for b in betas})
-    fig.suptitle(f"{kind} on the circle ($d = 2$), $n = {n}$, projected Euler $\\Delta t = {dt:g}$, {sd.mode} mode\n"
+    scheme = sd.records[0].params.get("scheme", "euler")  # version 1 of the study ran the projected step
+    step = {"ambient_euler": "ambient Euler (the authors' step)", "euler": "projected Euler"}.get(scheme, scheme)
+    fig.suptitle(f"{kind} on the circle ($d = 2$), $n = {n}$, {step}, $h = {dt:g}$, {sd.mode} mode\n"
                  "top: one initialisation (colour: initial angle; centre: number of clusters; outside: cluster "
                  f"sizes)\nbottom: {'/'.join(map(str, m))} uniform initialisations per $\\beta$; cluster: single "
                  f"linkage at angle $\\arccos(1 - 10^{{{round(math.log10(eps))}}})$", fontsize=8.5)
-    out = {"kind": kind, "n": n, "dt": dt, "eps": eps, "mode": sd.mode, "snapshot_betas": rows, "banded_betas": banded,
+    out = {"kind": kind, "n": n, "dt": dt, "scheme": scheme, "eps": eps, "mode": sd.mode, "snapshot_betas": rows,
+           "banded_betas": banded,
            "snapshot_times": cols, "snapshots": snapshots, "counts": summary,
            "theory_counts": {f"{b:g}": c for b, c in stated.items()}, "t_eval": t_eval}
     return fig, out

@@ -6,7 +6,7 @@ Each submodule holds one family of studies and registers them with
 
 import importlib
 
-for _module in ("rbm", "estimators", "dynamics", "cost"):
+for _module in ("rbm", "estimators", "dynamics", "cost", "discretisation"):
     try:
         importlib.import_module(f"validation.studies.{_module}")
     except ModuleNotFoundError as err:  # a family not written yet

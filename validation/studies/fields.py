@@ -23,9 +23,9 @@ RESULT_FIELDS: dict[tuple[str, int], dict[str, tuple[str, str]]] = {
         "ode.t": ("(K,)", "times of the reference (those of the finest run)"),
         "ode.gamma": ("(K,)", "the inner product gamma(t) of the one-dimensional equiangular ODE (T18)"),
     },
-    ("energy_monotone", 2): {
+    ("energy_monotone", 3): {
         "{scheme}.violations": ("()", "steps where the energy decreased by more than the relative tolerance "
-                                      "(scheme: rk4; also euler, dt = 0.1, for SA)"),
+                                      "(scheme: rk4; also euler and ambient_euler, dt = 0.1, for SA)"),
         "{scheme}.steps": ("()", "steps checked"),
         "{scheme}.min_relative_increment": ("()", "smallest (E_(k+1) - E_k) / E_k over steps and initialisations"),
         "{scheme}.gain_min": ("()", "smallest E(T) / E(0) over the initialisations"),
@@ -42,9 +42,11 @@ RESULT_FIELDS: dict[tuple[str, int], dict[str, tuple[str, str]]] = {
         "{p}": ("(R,)", "per initialisation: mean over tokens of |RBM-1 - full|^2 at T, batch size p "
                         "(one entry per p in ps)"),
     },
-    ("phase_diagram", 1): {
-        "t": ("(K,)", "saved times"),
-        "pair12": ("(K,)", "initialisations in which tokens 1 and 2 are within the clustering threshold"),
+    ("phase_diagram", 2): {
+        "t": ("(K,)", "saved times (every step k of the ambient Euler run, t = k dt; the authors' checkpoints are "
+                      "steps of it: validation.studies.dynamics.authors_checkpoints)"),
+        "pair12": ("(K,)", "initialisations in which tokens 1 and 2 are within the clustering threshold "
+                           "(<x_1, x_2> > 1 - eps, strict)"),
         "pairs": ("(K,)", "fraction of (initialisation, token pair) within the threshold"),
         "one_cluster": ("(K,)", "initialisations with every pair within the threshold (one cluster)"),
         "pair12_drops": ("()", "initialisations in which the pair (1, 2) left the threshold after reaching it"),
@@ -52,7 +54,7 @@ RESULT_FIELDS: dict[tuple[str, int], dict[str, tuple[str, str]]] = {
         "first_one_cluster_time": ("(R,)", "per initialisation: first time with one cluster (null: not reached)"),
         "dim_integrated": ("()", "dimension of the span the dynamics was integrated in"),
     },
-    ("circle_clusters", 1): {
+    ("circle_clusters", 2): {
         "t": ("(K,)", "saved times"),
         "count_hist": ("(K, ragged)", "per saved time: how many initialisations have 1, 2, ... clusters "
                                       "(trailing zeros dropped)"),
