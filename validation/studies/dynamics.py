@@ -49,6 +49,7 @@ from scipy.integrate import solve_ivp
 import particles
 from particles import initial, integrators, systems
 from validation.rates import fit_rate
+from validation.studies._pairstats import PairTracker
 from validation.study import Study, Verdict, register
 
 __all__ = [
@@ -943,26 +944,20 @@ class PhaseDiagramStudy(Study):
         x0 = initial.uniform_sphere(n, d, rng=np.random.default_rng(seed), replicas=reps)
         y0 = span_coordinates(x0)
         system = systems.attention(params["beta"], params["kind"])
-        thr = 1.0 - params["eps"]
-        iu, ju = np.triu_indices(n, 1)
-        ever = np.zeros((reps, iu.size), dtype=bool)
-        dropped = np.zeros((reps, iu.size), dtype=bool)
+        # strict > 1 - eps, as the script; each inner product is computed only when it may have crossed
+        tracker = PairTracker(reps, n, y0.shape[-1], 1.0 - params["eps"], strict=True)
+        npairs = n * (n - 1) // 2
         first_all = np.full(reps, np.nan)
         times, pair12, pairs, one = [], [], [], []
-        gram_bytes = reps * n * n * 8  # the Gram matrices of a saved state, the largest array derived from it
-        for t, x in _saved_states(system, y0, params["T"], params["dt"], scheme=params["scheme"],
-                                  per_save_bytes=max(y0.nbytes, gram_bytes)):
-            ok = np.matmul(x, np.swapaxes(x, -1, -2))[..., iu, ju] > thr  # (m, R, pairs); strict, as the script
-            before = np.logical_or.accumulate(np.concatenate([ever[None], ok]), axis=0)[:-1]  # clustered earlier
-            dropped |= (before & ~ok).any(axis=0)
-            ever = before[-1] | ok[-1]
-            allk = ok.all(axis=-1)  # (m, R)
+        for t, x in _saved_states(system, y0, params["T"], params["dt"], scheme=params["scheme"]):
+            count, first_pair, allk = tracker.update(x)  # (m, R) each
             hit = allk.any(axis=0) & np.isnan(first_all)
             first_all[hit] = t[np.argmax(allk[:, hit], axis=0)]
             times += t.tolist()
-            pair12 += ok[:, :, 0].sum(axis=1).tolist()
-            pairs += ok.mean(axis=(1, 2)).tolist()
+            pair12 += first_pair.sum(axis=1).tolist()
+            pairs += (count.sum(axis=1) / (reps * npairs)).tolist()
             one += allk.sum(axis=1).tolist()
+        dropped = tracker.dropped
         return {"t": times, "pair12": pair12, "pairs": pairs, "one_cluster": one,
                 "pair12_drops": int(dropped[:, 0].sum()), "pair_drops": int(dropped.sum()),
                 "first_one_cluster_time": [None if math.isnan(v) else float(v) for v in first_all],
