@@ -50,161 +50,261 @@ _E0, _E1, _E2, _E3, _E4, _E5, _E6, _E7, _E8, _E9, _E10, _E11, _E12, _E13 = (
 _Y_LO = -746.0  # exp(-746) rounds to 0
 _Y_HI = 710.0  # exp(710) overflows to inf
 
-SYM_MIN_D = 10**9  # below this many components the mirrored half-Gram costs more than it saves
+SYM_MIN_D = 8  # below this many components the mirrored half-Gram costs more than it saves
+SHIFT_SPAN = 600.0  # one softmax shift for all tokens when their own scores differ by less (see ens_forces)
 
 
-def ens_exp_row(y, shift, n, out, acc, p, b1, b2, f1, f2):
-    """out[i] = exp(y[i] - shift[i]) and acc[i] += out[i], for i < n.
+def ens_exp_flat(y, L, scale, shift, p, b1, b2, f1, f2):
+    """y[i] = exp(scale * y[i] - shift) for i < L (1-D arrays); ``p`` float64 scratch, ``b1``/``b2`` int64
+    scratch viewed as ``f1``/``f2``.
 
-    ``p`` float64 scratch, ``b1``/``b2`` int64 scratch viewed as ``f1``/``f2``.
     Two passes, both branch-free so that they vectorise: the polynomial (into
-    ``p``) and the exponent bits, then the product (``out`` may be ``y``: the
-    first pass writes only scratch, so that no runtime alias check sends it
-    to the scalar loop). NaN stays NaN (through the polynomial), +-inf is
-    clamped to exp(710) = inf and exp(-746) = 0 (exactly 0: 2^-1076 e^r
+    ``p``) and the exponent bits, then the product (the first pass writes only
+    scratch and the second reads no ``y``, so that no runtime alias check sends
+    either to the scalar loop). NaN stays NaN (through the polynomial), +-inf
+    is clamped to exp(710) = inf and exp(-746) = 0 (exactly 0: 2^-1076 e^r
     rounds to 0).
     """
-    for i in range(n):
-        v = y[i] - shift[i]
+    for i in range(L):
+        v = scale * y[i] - shift
         v = v if v > _Y_LO else _Y_LO
         v = v if v < _Y_HI else _Y_HI
         kf = math.floor(v * _LOG2E + 0.5)
         r = (v - kf * _LN2_HI) - kf * _LN2_LO
-        q = _E13
-        q = q * r + _E12
-        q = q * r + _E11
-        q = q * r + _E10
-        q = q * r + _E9
-        q = q * r + _E8
-        q = q * r + _E7
-        q = q * r + _E6
-        q = q * r + _E5
-        q = q * r + _E4
-        q = q * r + _E3
-        q = q * r + _E2
-        q = q * r + _E1
-        q = q * r + _E0
+        # Estrin's scheme: short dependency chains (the loop is latency-bound with Horner's)
+        r2 = r * r
+        r4 = r2 * r2
+        r8 = r4 * r4
+        q03 = (_E0 + _E1 * r) + (_E2 + _E3 * r) * r2
+        q47 = (_E4 + _E5 * r) + (_E6 + _E7 * r) * r2
+        q811 = (_E8 + _E9 * r) + (_E10 + _E11 * r) * r2
+        q = (q03 + q47 * r4) + (q811 + (_E12 + _E13 * r) * r4) * r8
         k = np.int64(kf)
         k1 = k >> 1
         b1[i] = (k1 + 1023) << 52
         b2[i] = (k - k1 + 1023) << 52
         p[i] = 1.0 + r * q
-    for i in range(n):
-        e = (p[i] * f1[i]) * f2[i]
-        out[i] = e
-        acc[i] += e
+    for i in range(L):
+        y[i] = (p[i] * f1[i]) * f2[i]
 
 
-def ens_gram(xt, n, d, g):
-    """g[j, i] = <x_j, x_i> (x given transposed, xt[c, i]); components summed four at a time.
+def ens_gram(xt, n, n8, d, g, mirror):
+    """g[j, i] = <x_j, x_i> for j < n, i < n8 (x given transposed, xt[c, i], n8 padded columns).
 
-    From ``SYM_MIN_D`` components on, only i >= j is computed, then mirrored.
-    The inner loops run over slices from 0 (a loop index that Numba cannot
-    prove non-negative keeps its wraparound select, which blocks vectorisation).
+    Rows in blocks of 4 and components in groups of 4 (16 products per
+    vector step of the inner loop over i, which amortises the loop set-up and
+    its runtime alias checks); each sum is taken in groups of four components.
+    With ``sym``, a block of rows starts at the multiple of 8 at or below its
+    first row (row j holds columns from (j // 8) * 8 on), and the lower
+    triangle left is mirrored when ``mirror``.
     """
-    sym = d >= SYM_MIN_D
-    for j in range(n):
-        i0 = j if sym else 0
-        gj = g[j, i0:n]
-        L = n - i0
+    sym = not mirror or d >= SYM_MIN_D
+    j = 0
+    while j < n:
+        rows = 4 if j + 3 < n else 1
+        i0 = (j // 8) * 8 if sym else 0
+        L = n8 - i0
+        g0 = g[j, i0:n8]
+        g1 = g[j + (1 if rows == 4 else 0), i0:n8]
+        g2 = g[j + (2 if rows == 4 else 0), i0:n8]
+        g3 = g[j + (3 if rows == 4 else 0), i0:n8]
         for i in range(L):
-            gj[i] = 0.0
+            g0[i] = 0.0
+        if rows == 4:
+            for i in range(L):
+                g1[i] = 0.0
+                g2[i] = 0.0
+                g3[i] = 0.0
         c = 0
-        while c + 3 < d:
-            a0 = xt[c, j]
-            a1 = xt[c + 1, j]
-            a2 = xt[c + 2, j]
-            a3 = xt[c + 3, j]
-            r0 = xt[c, i0:n]
-            r1 = xt[c + 1, i0:n]
-            r2 = xt[c + 2, i0:n]
-            r3 = xt[c + 3, i0:n]
-            for i in range(L):
-                gj[i] += (a0 * r0[i] + a1 * r1[i]) + (a2 * r2[i] + a3 * r3[i])
-            c += 4
         while c < d:
-            a0 = xt[c, j]
-            r0 = xt[c, i0:n]
-            for i in range(L):
-                gj[i] += a0 * r0[i]
-            c += 1
-    if sym:
+            comps = 4 if c + 3 < d else 1
+            r0 = xt[c, i0:n8]
+            if rows == 4 and comps == 4:
+                r1 = xt[c + 1, i0:n8]
+                r2 = xt[c + 2, i0:n8]
+                r3 = xt[c + 3, i0:n8]
+                a00, a01, a02, a03 = xt[c, j], xt[c + 1, j], xt[c + 2, j], xt[c + 3, j]
+                a10, a11, a12, a13 = xt[c, j + 1], xt[c + 1, j + 1], xt[c + 2, j + 1], xt[c + 3, j + 1]
+                a20, a21, a22, a23 = xt[c, j + 2], xt[c + 1, j + 2], xt[c + 2, j + 2], xt[c + 3, j + 2]
+                a30, a31, a32, a33 = xt[c, j + 3], xt[c + 1, j + 3], xt[c + 2, j + 3], xt[c + 3, j + 3]
+                for i in range(L):
+                    u0 = r0[i]
+                    u1 = r1[i]
+                    u2 = r2[i]
+                    u3 = r3[i]
+                    g0[i] += (a00 * u0 + a01 * u1) + (a02 * u2 + a03 * u3)
+                    g1[i] += (a10 * u0 + a11 * u1) + (a12 * u2 + a13 * u3)
+                    g2[i] += (a20 * u0 + a21 * u1) + (a22 * u2 + a23 * u3)
+                    g3[i] += (a30 * u0 + a31 * u1) + (a32 * u2 + a33 * u3)
+            elif rows == 4:
+                a0, a1, a2, a3 = xt[c, j], xt[c, j + 1], xt[c, j + 2], xt[c, j + 3]
+                for i in range(L):
+                    u0 = r0[i]
+                    g0[i] += a0 * u0
+                    g1[i] += a1 * u0
+                    g2[i] += a2 * u0
+                    g3[i] += a3 * u0
+            elif comps == 4:
+                r1 = xt[c + 1, i0:n8]
+                r2 = xt[c + 2, i0:n8]
+                r3 = xt[c + 3, i0:n8]
+                a00, a01, a02, a03 = xt[c, j], xt[c + 1, j], xt[c + 2, j], xt[c + 3, j]
+                for i in range(L):
+                    g0[i] += (a00 * r0[i] + a01 * r1[i]) + (a02 * r2[i] + a03 * r3[i])
+            else:
+                a0 = xt[c, j]
+                for i in range(L):
+                    g0[i] += a0 * r0[i]
+            c += comps
+        j += rows
+    if sym and mirror:
         for j in range(n):
-            for i in range(j):
+            for i in range((j // 8) * 8):  # the start of row j's block: row i < that start reached column j
                 g[j, i] = g[i, j]
 
 
-def ens_forces(xt, ft, n, d, beta, softmax, include_self, coupling, project, g, m, den, dg, ep, b1, b2, f1, f2):
-    """ft[c, i] = attention force on token i of the set xt (both (d, n), component-major).
+def ens_accumulate(xt, n, n8, d1, g, ft):
+    """ft[c, i] = sum_{j < n} xt[c, j] g[j, i] for c < d1, i < n8.
 
+    Components in blocks of 4 and partners in groups of 4 (16 products per
+    vector step of the inner loop over i); each sum is taken in groups of
+    four partners.
+    """
+    c = 0
+    while c < d1:
+        comps = 4 if c + 3 < d1 else 1
+        f0 = ft[c]
+        f1 = ft[c + (1 if comps == 4 else 0)]
+        f2 = ft[c + (2 if comps == 4 else 0)]
+        f3 = ft[c + (3 if comps == 4 else 0)]
+        for i in range(n8):
+            f0[i] = 0.0
+        if comps == 4:
+            for i in range(n8):
+                f1[i] = 0.0
+                f2[i] = 0.0
+                f3[i] = 0.0
+        j = 0
+        while j < n:
+            parts = 4 if j + 3 < n else 1
+            w0 = g[j]
+            if comps == 4 and parts == 4:
+                w1 = g[j + 1]
+                w2 = g[j + 2]
+                w3 = g[j + 3]
+                a00, a01, a02, a03 = xt[c, j], xt[c, j + 1], xt[c, j + 2], xt[c, j + 3]
+                a10, a11, a12, a13 = xt[c + 1, j], xt[c + 1, j + 1], xt[c + 1, j + 2], xt[c + 1, j + 3]
+                a20, a21, a22, a23 = xt[c + 2, j], xt[c + 2, j + 1], xt[c + 2, j + 2], xt[c + 2, j + 3]
+                a30, a31, a32, a33 = xt[c + 3, j], xt[c + 3, j + 1], xt[c + 3, j + 2], xt[c + 3, j + 3]
+                for i in range(n8):
+                    u0 = w0[i]
+                    u1 = w1[i]
+                    u2 = w2[i]
+                    u3 = w3[i]
+                    f0[i] += (a00 * u0 + a01 * u1) + (a02 * u2 + a03 * u3)
+                    f1[i] += (a10 * u0 + a11 * u1) + (a12 * u2 + a13 * u3)
+                    f2[i] += (a20 * u0 + a21 * u1) + (a22 * u2 + a23 * u3)
+                    f3[i] += (a30 * u0 + a31 * u1) + (a32 * u2 + a33 * u3)
+            elif comps == 4:
+                a0, a1, a2, a3 = xt[c, j], xt[c + 1, j], xt[c + 2, j], xt[c + 3, j]
+                for i in range(n8):
+                    u0 = w0[i]
+                    f0[i] += a0 * u0
+                    f1[i] += a1 * u0
+                    f2[i] += a2 * u0
+                    f3[i] += a3 * u0
+            elif parts == 4:
+                w1 = g[j + 1]
+                w2 = g[j + 2]
+                w3 = g[j + 3]
+                a0, a1, a2, a3 = xt[c, j], xt[c, j + 1], xt[c, j + 2], xt[c, j + 3]
+                for i in range(n8):
+                    f0[i] += (a0 * w0[i] + a1 * w1[i]) + (a2 * w2[i] + a3 * w3[i])
+            else:
+                a0 = xt[c, j]
+                for i in range(n8):
+                    f0[i] += a0 * w0[i]
+            j += parts
+        c += comps
+
+
+def ens_forces(xt, ft, n, n8, d, beta, softmax, include_self, coupling, project, g, m, dg, ep, b1, b2, f1, f2):
+    """ft[c, i] = attention force on token i of the set xt, for c < d, i < n8.
+
+    ``xt`` (d + 1, n8): the tokens component-major, row d all ones on the n
+    tokens (so that the accumulation also gives the softmax denominators, in
+    row d of ``ft``), zero on the padding columns n..n8-1 (queries whose
+    results are not used; never partners).
     SA: softmax_j(beta <x_i, x_j>) x_j (j = i kept when ``include_self``);
     USA: coupling/(n-1) sum_{j != i} e^{beta <x_i, x_j>} x_j + (1 - coupling) e^{beta |x_i|^2} x_i
     (the self term only when ``include_self``). Projected on the tangent space of x_i when ``project``.
-    ``g`` (n, n) holds the scores then the weights, w[j, i] = weight of partner j for token i.
+    ``g`` (n, n8) holds the scores then the weights, g[j, i] = weight of partner j for token i.
     """
-    ens_gram(xt, n, d, g)
-    for i in range(n):
-        den[i] = 0.0
-    if softmax:
+    # SA with the self term and beta >= 0: by Cauchy-Schwarz every score is at most M = beta max_i |x_i|^2, and
+    # token i's own score is beta |x_i|^2, so one shift M for all tokens (exact for a softmax) keeps every
+    # exponent <= 0 and every token's largest weight >= e^-SHIFT_SPAN (a normal number, full precision) when
+    # the norms are close (always on the sphere): the weights are then symmetric, exp(beta g - M) of the upper
+    # triangle only, mirrored. USA has no shift: symmetric too. Otherwise each token has its own shift (its
+    # largest score), as the reference does.
+    sym_w = not softmax
+    shift = 0.0
+    if softmax and include_self and beta >= 0.0:
+        ens_gram(xt, n, n8, d, g, False)
+        lo = np.inf
+        hi = -np.inf
         for i in range(n):
+            v = g[i, i]
+            lo = v if v < lo else lo
+            hi = v if v > hi else hi
+        if beta * (hi - lo) < SHIFT_SPAN:
+            sym_w = True
+            shift = beta * hi
+        else:
+            for j in range(n):
+                for i in range((j // 8) * 8):
+                    g[j, i] = g[i, j]
+    else:
+        ens_gram(xt, n, n8, d, g, not sym_w)
+    if sym_w:
+        for j in range(n):
+            i0 = (j // 8) * 8
+            ens_exp_flat(g[j, i0:n8], n8 - i0, beta, shift, ep, b1, b2, f1, f2)
+        for j in range(n):
+            for i in range((j // 8) * 8):
+                g[j, i] = g[i, j]
+        if not softmax:
+            for i in range(n):
+                dg[i] = (1.0 - coupling) * g[i, i] if include_self else 0.0
+                g[i, i] = 0.0
+    else:
+        gf = g.reshape(n * n8)
+        for q in range(n * n8):
+            gf[q] *= beta
+        if not include_self:
+            for i in range(n):
+                g[i, i] = -np.inf
+        for i in range(n8):
             m[i] = -np.inf
         for j in range(n):
             gj = g[j]
-            if include_self:
-                for i in range(n):
-                    v = gj[i] * beta
-                    gj[i] = v
-                    m[i] = v if v > m[i] else m[i]
-            else:
-                for i in range(n):
-                    gj[i] *= beta
-                gj[j] = -np.inf  # after the product: -inf * beta is +inf or nan for beta <= 0
-                for i in range(n):
-                    v = gj[i]
-                    m[i] = v if v > m[i] else m[i]
+            for i in range(n8):
+                v = gj[i]
+                m[i] = v if v > m[i] else m[i]
         for j in range(n):
             gj = g[j]
-            ens_exp_row(gj, m, n, gj, den, ep, b1, b2, f1, f2)  # exp(-inf) is 0: den is right
-    else:
-        for i in range(n):
-            m[i] = 0.0
-        for j in range(n):
-            gj = g[j]
-            for i in range(n):
-                gj[i] *= beta
-            ens_exp_row(gj, m, n, gj, den, ep, b1, b2, f1, f2)
-        for i in range(n):
-            dg[i] = (1.0 - coupling) * g[i, i] if include_self else 0.0
-            g[i, i] = 0.0
-    for c in range(d):
-        fc = ft[c]
-        xc = xt[c]
-        for i in range(n):
-            fc[i] = 0.0
-        j = 0
-        while j + 3 < n:
-            x0 = xc[j]
-            x1 = xc[j + 1]
-            x2 = xc[j + 2]
-            x3 = xc[j + 3]
-            w0 = g[j]
-            w1 = g[j + 1]
-            w2 = g[j + 2]
-            w3 = g[j + 3]
-            for i in range(n):
-                fc[i] += (x0 * w0[i] + x1 * w1[i]) + (x2 * w2[i] + x3 * w3[i])
-            j += 4
-        while j < n:
-            x0 = xc[j]
-            w0 = g[j]
-            for i in range(n):
-                fc[i] += x0 * w0[i]
-            j += 1
+            for i in range(n8):
+                gj[i] -= m[i]
+        ens_exp_flat(gf, n * n8, 1.0, 0.0, ep, b1, b2, f1, f2)  # exp(-inf) is exactly 0
+    ens_accumulate(xt, n, n8, d + 1 if softmax else d, g, ft)
     if softmax:
+        den = ft[d]
+        inv = dg
+        for i in range(n8):
+            inv[i] = 1.0 / den[i]
         for c in range(d):
             fc = ft[c]
-            for i in range(n):
-                fc[i] /= den[i]
+            for i in range(n8):
+                fc[i] *= inv[i]
     else:
         w = coupling / (n - 1) if n > 1 else 0.0
         for c in range(d):
@@ -213,18 +313,19 @@ def ens_forces(xt, ft, n, d, beta, softmax, include_self, coupling, project, g, 
             for i in range(n):
                 fc[i] = w * fc[i] + dg[i] * xc[i]
     if project:
-        for i in range(n):
-            den[i] = 0.0
+        pr = m
+        for i in range(n8):
+            pr[i] = 0.0
         for c in range(d):
             fc = ft[c]
             xc = xt[c]
-            for i in range(n):
-                den[i] += xc[i] * fc[i]
+            for i in range(n8):
+                pr[i] += xc[i] * fc[i]
         for c in range(d):
             fc = ft[c]
             xc = xt[c]
-            for i in range(n):
-                fc[i] -= den[i] * xc[i]
+            for i in range(n8):
+                fc[i] -= pr[i] * xc[i]
 
 
 def ens_save(xt, n, d, dst):
@@ -238,26 +339,32 @@ def run_ensemble(x, traj, nsteps, save_every, A, B, dt, params, coupling, sphere
     """Integrate the R token sets of ``x`` (R, n, d) in place; traj[0] = x0, then every save_every steps.
 
     Worker w integrates sets w*R//W .. (w+1)*R//W - 1 one after the other,
-    each through all ``nsteps`` steps, with its own scratch.
+    each through all ``nsteps`` steps, with its own scratch. The tokens are
+    padded to n8, a multiple of 8 (the vector width), with zero columns (the
+    updates touch only the n tokens, so they stay zero).
     """
     R, n, d = x.shape
+    n8 = -(-n // 8) * 8
     S = B.shape[0]
     beta = params[0]
     softmax = params[1] == 0.0
     include_self = params[2] != 0.0
     for w in prange(workers):
-        xt = np.empty((d, n))
-        xs = np.empty((d, n))
-        kst = np.empty((S, d, n))
-        g = np.empty((n, n))
-        m = np.empty(n)
-        den = np.empty(n)
-        dg = np.empty(n)
-        ep = np.empty(n)
-        b1 = np.empty(n, dtype=np.int64)
-        b2 = np.empty(n, dtype=np.int64)
+        xt = np.zeros((d + 1, n8))
+        xs = np.zeros((d + 1, n8))
+        kst = np.zeros((S, d + 1, n8))
+        g = np.empty((n, n8))
+        m = np.empty(n8)
+        dg = np.empty(n8)
+        ep = np.empty(n * n8)
+        b1 = np.empty(n * n8, dtype=np.int64)
+        b2 = np.empty(n * n8, dtype=np.int64)
         f1 = b1.view(np.float64)
         f2 = b2.view(np.float64)
+        nrm = np.empty(n8)
+        for i in range(n):
+            xt[d, i] = 1.0
+            xs[d, i] = 1.0
         for r in range(w * R // workers, (w + 1) * R // workers):
             xr = x[r]
             for c in range(d):
@@ -268,8 +375,8 @@ def run_ensemble(x, traj, nsteps, save_every, A, B, dt, params, coupling, sphere
             for step in range(nsteps):
                 for s in range(S):
                     if s == 0:
-                        ens_forces(xt, kst[0], n, d, beta, softmax, include_self, coupling, project,
-                                   g, m, den, dg, ep, b1, b2, f1, f2)
+                        ens_forces(xt, kst[0], n, n8, d, beta, softmax, include_self, coupling, project,
+                                   g, m, dg, ep, b1, b2, f1, f2)
                     else:
                         for c in range(d):
                             for i in range(n):
@@ -277,28 +384,34 @@ def run_ensemble(x, traj, nsteps, save_every, A, B, dt, params, coupling, sphere
                                 for q in range(s):
                                     acc += A[s, q] * kst[q, c, i]
                                 xs[c, i] = xt[c, i] + dt * acc
-                        ens_forces(xs, kst[s], n, d, beta, softmax, include_self, coupling, project,
-                                   g, m, den, dg, ep, b1, b2, f1, f2)
+                        ens_forces(xs, kst[s], n, n8, d, beta, softmax, include_self, coupling, project,
+                                   g, m, dg, ep, b1, b2, f1, f2)
                 for c in range(d):
                     xc = xt[c]
-                    for i in range(n):
-                        acc = 0.0
-                        for s in range(S):
-                            acc += B[s] * kst[s, c, i]
-                        xc[i] += dt * acc
+                    if S == 1:
+                        k0 = kst[0, c]
+                        b0 = B[0]
+                        for i in range(n):
+                            xc[i] += dt * (b0 * k0[i])
+                    else:
+                        for i in range(n):
+                            acc = 0.0
+                            for s in range(S):
+                                acc += B[s] * kst[s, c, i]
+                            xc[i] += dt * acc
                 if sphere:
+                    for i in range(n8):
+                        nrm[i] = 0.0
+                    for c in range(d):
+                        xc = xt[c]
+                        for i in range(n8):
+                            nrm[i] += xc[i] * xc[i]
                     for i in range(n):
-                        den[i] = 0.0
+                        nrm[i] = math.sqrt(nrm[i])
                     for c in range(d):
                         xc = xt[c]
                         for i in range(n):
-                            den[i] += xc[i] * xc[i]
-                    for i in range(n):
-                        den[i] = math.sqrt(den[i])
-                    for c in range(d):
-                        xc = xt[c]
-                        for i in range(n):
-                            xc[i] /= den[i]
+                            xc[i] /= nrm[i]
                 if (step + 1) % save_every == 0 or step + 1 == nsteps:
                     k += 1
                     ens_save(xt, n, d, traj[k, r])

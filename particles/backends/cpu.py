@@ -86,7 +86,7 @@ _FUSED_MIN = 8  # fewer batches (R * N // p) than this: phased step, parallel in
 # the fused ensemble kernel (see _ensemble): token sets up to this size (measured, benchmarks/README.md
 # "Ensembles of small token sets"); larger sets keep the general path, whose tiles are built for large N
 ENSEMBLE_MAX_N = 64
-_ENSEMBLE_ORDER = ("ens_exp_row", "ens_gram", "ens_forces", "ens_save", "run_ensemble")
+_ENSEMBLE_ORDER = ("ens_exp_flat", "ens_gram", "ens_accumulate", "ens_forces", "ens_save", "run_ensemble")
 
 _lock = threading.RLock()
 _ensemble_ns: types.SimpleNamespace | None = None
