@@ -10,14 +10,29 @@ Two layers:
   pairs, O(N^2)), ``rbm1`` (random batches without replacement, O(Np)),
   ``rbmr`` (random subsets with replacement);
 - a :class:`Scheme` is the one-step integrator used inside each step:
-  Euler(-Maruyama), Heun or RK4 (the latter two for sigma = 0 only).
+  Euler(-Maruyama), Heun or RK4 (the latter two for sigma = 0 only), and
+  on the sphere the ambient Euler step (sigma = 0).
+
+On the sphere the two Euler steps differ by where the field is projected:
+
+- ``euler`` (projected): x <- (x + h P_x a(x)) / |x + h P_x a(x)|, with
+  P_x v = v - <x, v> x;
+- ``ambient_euler``: x <- (x + h a(x)) / |x + h a(x)|, with a the field
+  before the tangent projection (for attention: a_i = sum_j
+  softmax_j(beta <Q x_i, K x_j>) V x_j). This is the step of the public
+  phase-diagram script of Geshkovski et al. (borjanG/2023-transformers-rotf,
+  ``phase-diagrams.py``, read at commit 538ba83).
+
+Both are first order for the same ODE (the radial part of h a changes only
+the length that the normalisation removes, up to O(h^2) per step) and differ
+at O(h^2) per step.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["Method", "Scheme", "METHODS", "SCHEMES", "FULL", "RBM1", "RBMR", "EULER", "HEUN", "RK4",
+__all__ = ["Method", "Scheme", "METHODS", "SCHEMES", "FULL", "RBM1", "RBMR", "EULER", "HEUN", "RK4", "AMBIENT_EULER",
            "batch_variance_factor"]
 
 
@@ -111,13 +126,16 @@ class Scheme:
     stochastic: bool
     strong_order_additive: float | None = None
     weak_order: float | None = None
+    projected: bool = True  # on the sphere: the field is projected on the tangent space before the step
+    sphere_only: bool = False  # defined only for systems on the sphere (the unprojected field needs a sphere)
 
 
 EULER = Scheme("euler", 0, order=1, stages=1, stochastic=True, strong_order_additive=1.0, weak_order=1.0)
 HEUN = Scheme("heun", 1, order=2, stages=2, stochastic=False)
 RK4 = Scheme("rk4", 2, order=4, stages=4, stochastic=False)
+AMBIENT_EULER = Scheme("ambient_euler", 3, order=1, stages=1, stochastic=False, projected=False, sphere_only=True)
 
-SCHEMES = {s.name: s for s in (EULER, HEUN, RK4)}
+SCHEMES = {s.name: s for s in (EULER, HEUN, RK4, AMBIENT_EULER)}
 
 
 def batch_variance_factor(n: int, p: int) -> float:

@@ -51,6 +51,8 @@ class Plan:
     B: np.ndarray
     scheme: str = "euler"  # name of the one-step scheme (integrators.SCHEMES)
     project: bool = False  # forces projected on the tangent space (sphere and a projected scheme)
+    dt_last: float = float("nan")  # length of the last step: dt, or less when t_end is not a whole number of steps
+    scale_last: float = float("nan")  # noise scale of the last step: scale * sqrt(dt_last / dt)
 
 
 @dataclass(frozen=True)
@@ -100,6 +102,22 @@ def _whole_multiple(name_a, a, name_b, b):
     return int(k)
 
 
+def _steps(t_end, dt):
+    """(number of steps, length of the last step): the last step is shortened when t_end / dt is not whole.
+
+    A ratio within ``_RTOL_GRID`` of an integer k counts as k whole steps (so
+    that t_end = 0.3, dt = 0.1 is 3 steps, not 3 steps and a step of 5e-17).
+    """
+    ratio = t_end / dt
+    if not math.isfinite(ratio):
+        raise ValueError(f"t_end/dt must be finite; got t_end={t_end!r}, dt={dt!r} (ratio {ratio!r})")
+    k = round(ratio)
+    if k >= 1 and abs(ratio - k) <= _RTOL_GRID * max(1.0, ratio):
+        return int(k), dt
+    n = math.ceil(ratio)
+    return int(n), t_end - (n - 1) * dt
+
+
 def _backend(name):
     check_choice("backend", name, BACKENDS)
     if name == "cpu":
@@ -147,7 +165,9 @@ def solve(system, x0, *, t_end, dt, method="full", batch_size=None, seed=0, back
         integrated in one call (replica r uses the streams of (seed, r)).
         Integers are cast to float64.
     t_end : float
-        Final time, a whole multiple of ``dt``.
+        Final time, > 0. When it is not a whole multiple of ``dt`` the last
+        step is shortened to end exactly at ``t_end`` (as
+        ``scipy.integrate.solve_ivp`` and diffrax do): see Notes.
     dt : float
         Integration step h > 0.
     method : {"full", "rbm1", "rbmr"}
@@ -166,9 +186,12 @@ def solve(system, x0, *, t_end, dt, method="full", batch_size=None, seed=0, back
     noise_dt : float, optional
         Finest Brownian grid (default ``dt``); ``dt`` must be a whole
         multiple of it.
-    scheme : {"euler", "heun", "rk4"}
-        One-step scheme; Heun and RK4 require sigma = 0. On the sphere every
-        stage and every step ends with a normalisation (projected scheme).
+    scheme : {"euler", "heun", "rk4", "ambient_euler"}
+        One-step scheme; Heun, RK4 and ambient Euler require sigma = 0. On
+        the sphere the forces are projected on the tangent space and every
+        step ends with a normalisation; ``"ambient_euler"`` (systems on the
+        sphere only) steps along the unprojected field instead,
+        x <- (x + dt a)/|x + dt a| (see :mod:`particles.integrators`).
     tau : float, optional
         RBM-1 reshuffle interval, a whole multiple of ``dt`` (default ``dt``:
         h = tau). An interval longer than ``t_end`` means one partition for
@@ -180,6 +203,21 @@ def solve(system, x0, *, t_end, dt, method="full", batch_size=None, seed=0, back
     Returns
     -------
     Trajectory
+
+    Notes
+    -----
+    A shortened last step (t_end = (n - 1) dt + h_last, 0 < h_last < dt)
+    uses the scheme with step h_last. Its Brownian increment is the one of
+    a whole step n (the sum of its ``dt / noise_dt`` fine increments) times
+    sqrt(h_last / dt): exactly N(0, sigma^2 h_last), independent of the
+    past, but not the restriction of the path that a run on a finer grid
+    would see, so runs at different ``dt`` share one Brownian path only up
+    to their last whole step. The RBM-1 partition of the last step is the one
+    of its reshuffle interval (reshuffle index n // (tau / dt), as for a
+    whole step), so ``full`` and ``rbm1`` stay synchronously coupled; RBM-r
+    advances the N/p subsets of that step by the pseudo-time h_last. Where
+    t_end is a whole number of steps nothing changes (the coupling contract
+    is exact).
     """
     _check_system(system)
     method = check_choice("method", method, tuple(integrators.METHODS))
@@ -190,10 +228,8 @@ def solve(system, x0, *, t_end, dt, method="full", batch_size=None, seed=0, back
     check_user_functions(system, d)
     p = _check_batch_size(method, batch_size, N)
     dt = check_finite_scalar("dt", dt, low=0.0, low_inclusive=False)
-    t_end = check_finite_scalar("t_end", t_end)
-    if t_end < dt:
-        raise ValueError(f"t_end must be >= dt; got t_end={t_end!r}, dt={dt!r}")
-    nsteps = _whole_multiple("t_end", t_end, "dt", dt)
+    t_end = check_finite_scalar("t_end", t_end, low=0.0, low_inclusive=False)
+    nsteps, dt_last = _steps(t_end, dt)
     noise_dt = dt if noise_dt is None else check_finite_scalar("noise_dt", noise_dt, low=0.0, low_inclusive=False)
     nfine = _whole_multiple("dt", dt, "noise_dt", noise_dt)
     if tau is not None and method != "rbm1":
@@ -207,6 +243,10 @@ def solve(system, x0, *, t_end, dt, method="full", batch_size=None, seed=0, back
     save_every = check_int("save_every", save_every, low=1)
     seed = check_seed(seed)
     sigma = system.sigma_for(N)
+    if scheme_obj.sphere_only and not system.sphere:
+        raise ValueError(f"scheme={scheme!r} steps along the field before its projection on the sphere's tangent "
+                         f"space and is defined only for systems on the sphere; system {system.name!r} lives in "
+                         f"R^d (use scheme='euler')")
     if sigma > 0 and not scheme_obj.stochastic:
         raise ValueError(f"scheme={scheme!r} is deterministic; it requires sigma = 0, but the system has "
                          f"sigma={sigma!r} (use scheme='euler')")
@@ -223,12 +263,15 @@ def solve(system, x0, *, t_end, dt, method="full", batch_size=None, seed=0, back
     plan = Plan(method=method, nsteps=nsteps, save_every=save_every, tau_steps=tau_steps, nfine=nfine, dt=dt,
                 noise_dt=noise_dt, scale=sigma * math.sqrt(noise_dt), coupling=system.coupling_for(N),
                 batch_size=p, seed=seed, sphere=system.sphere, A=A, B=B, scheme=scheme_obj.name,
-                project=system.sphere)
+                project=system.sphere and scheme_obj.projected, dt_last=dt_last,
+                scale_last=sigma * math.sqrt(noise_dt) * (1.0 if dt_last == dt else math.sqrt(dt_last / dt)))
     traj = np.empty((nsave, R, N, d))
     x = x.copy()
     bk.run(system, x, traj, plan)
     steps = np.minimum(np.arange(nsave) * save_every, nsteps)
     t = steps * dt
+    if dt_last != dt:
+        t[-1] = t_end
     if not np.all(np.isfinite(traj)):
         bad = int(np.argmax(~np.all(np.isfinite(traj.reshape(nsave, -1)), axis=1)))
         warnings.warn(f"the state became non-finite by t={float(t[bad])!r} (save index {bad}); reduce dt "
@@ -236,7 +279,8 @@ def solve(system, x0, *, t_end, dt, method="full", batch_size=None, seed=0, back
     meta = {
         "system": system.name, "system_info": dict(system.info), "method": method, "scheme": scheme_obj.name,
         "backend": backend, "seed": seed, "dt": dt, "noise_dt": noise_dt, "tau": dt * tau_steps,
-        "batch_size": None if method == "full" else p, "save_every": save_every, "t_end": nsteps * dt,
+        "batch_size": None if method == "full" else p, "save_every": save_every,
+        "t_end": nsteps * dt if dt_last == dt else t_end, "dt_last": dt_last,
         "n_particles": N, "dim": d, "replicas": R if ensemble else None, "versions": _versions(),
     }
     xs = traj if ensemble else traj[:, 0]
@@ -249,7 +293,7 @@ def _num_saves(nsteps, save_every):
 
 
 def _tableau(scheme):
-    if scheme.name == "euler":
+    if scheme.name in ("euler", "ambient_euler"):
         return np.zeros((1, 1)), np.array([1.0])
     if scheme.name == "heun":
         return np.array([[0.0, 0.0], [1.0, 0.0]]), np.array([0.5, 0.5])

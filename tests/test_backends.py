@@ -61,7 +61,7 @@ def test_cpu_matches_reference(name, method):
     assert not np.array_equal(a.x[-1], a.x[0])
 
 
-@pytest.mark.parametrize("scheme", ["heun", "rk4"])
+@pytest.mark.parametrize("scheme", ["heun", "rk4", "ambient_euler"])
 @pytest.mark.parametrize("method", ["full", "rbm1", "rbmr"])
 def test_cpu_matches_reference_deterministic_schemes(scheme, method):
     system = SYSTEMS["USA"]

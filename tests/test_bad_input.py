@@ -132,15 +132,9 @@ def test_dt_invalid(dt, exc, match):
         _solve(dt=dt)
 
 
-@pytest.mark.parametrize("t_end", [0.005, 0.0, -0.1], ids=["below-dt", "zero", "negative"])
-def test_t_end_less_than_dt(t_end):
-    with pytest.raises(ValueError, match=r"^t_end must be >= dt"):
-        _solve(t_end=t_end)
-
-
-@pytest.mark.parametrize("t_end", [0.105, 0.1 + 1e-6], ids=["half-step", "slightly-off"])
-def test_t_end_not_multiple_of_dt(t_end):
-    with pytest.raises(ValueError, match=r"^t_end must be a whole multiple of dt"):
+@pytest.mark.parametrize("t_end", [0.0, -0.1], ids=["zero", "negative"])
+def test_t_end_not_positive(t_end):
+    with pytest.raises(ValueError, match=r"^t_end must be > 0"):
         _solve(t_end=t_end)
 
 
@@ -561,7 +555,7 @@ def test_drift_other_invalid(kw, exc, match):
 # --- refused calls corrupt nothing --------------------------------------------------------------------------------
 BAD_SOLVE_CALLS = [
     {"dt": 0.0},
-    {"t_end": 0.105},
+    {"t_end": -0.1},
     {"method": "rbm1", "batch_size": N + 1},
     {"method": "rbm1", "batch_size": 2, "tau": 0.015},
     {"seed": -1},

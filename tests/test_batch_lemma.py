@@ -48,8 +48,9 @@ def _lambda(system, x):
 def test_lemma_exact_by_enumerating_all_partitions(n, p):
     system = systems.confined_tanh(r=1.0, L=0.7)
     x = np.random.default_rng(n * 10 + p).standard_normal((n, 2))
-    full = reference._force(system, x, np.arange(n), n, 1.0)
-    chis = np.array([reference._force(system, x, np.array(perm), p, 1.0) - full for perm in permutations(range(n))])
+    full = reference._force(system, x, np.arange(n), n, 1.0, system.sphere)
+    chis = np.array([reference._force(system, x, np.array(perm), p, 1.0, system.sphere) - full
+                     for perm in permutations(range(n))])
     # every permutation is equally likely, so the plain average is the exact expectation
     assert_allclose(chis.mean(axis=0), 0.0, atol=1e-14)
     second = np.mean(np.sum(chis**2, axis=2), axis=0)

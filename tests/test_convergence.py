@@ -70,8 +70,8 @@ def test_deterministic_scheme_orders(scheme):
     assert abs(_slope(dts, errs) - order) <= 0.15
 
 
-@pytest.mark.parametrize("scheme", ["euler", "heun", "rk4"])
-def test_projected_schemes_keep_their_order_on_the_sphere(scheme):
+@pytest.mark.parametrize("scheme", ["euler", "heun", "rk4", "ambient_euler"])
+def test_sphere_schemes_keep_their_declared_order(scheme):
     order = integrators.SCHEMES[scheme].order
     system = systems.attention(2.0, "SA", V=np.array([[1.0, 0.3, 0.0], [0.0, 0.8, 0.2], [0.1, 0.0, 1.0]]))
     x0 = sphere_points(5, 3, seed=3)

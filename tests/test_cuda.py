@@ -111,7 +111,7 @@ def test_cuda_matches_cpu(name, method):
 
 
 @needs_numba_cuda
-@pytest.mark.parametrize("scheme", ["heun", "rk4"])
+@pytest.mark.parametrize("scheme", ["heun", "rk4", "ambient_euler"])
 @pytest.mark.parametrize("method", ["full", "rbm1", "rbmr"])
 def test_cuda_matches_cpu_deterministic_schemes(scheme, method):
     system = SYSTEMS["USA"]

@@ -221,7 +221,7 @@ def k_prepare(src, params, work):
         prepare_row(src[r, i], params, work[r, i])
 
 
-def k_force(src, idx, nbat, params, coupling, sphere, work, out):
+def k_force(src, idx, nbat, params, coupling, project, work, out):
     """out[r, i] = force on particle i (batches: consecutive slices of idx[r], N // nbat per batch)."""
     f = cuda.grid(1)
     R, N, d = src.shape
@@ -231,11 +231,11 @@ def k_force(src, idx, nbat, params, coupling, sphere, work, out):
         start, stop = batch_span(pos, N, nbat)
         i = idx[r, pos]
         member_force(src[r], idx[r], start, stop, pos, params, coupling, work[r], out[r, i])
-        if sphere:
+        if project:
             project_tangent(src[r, i], out[r, i])
 
 
-def k_euler(src, dst, idx, nbat, params, coupling, sphere, work, b0, dt, scale, knoise, fine0, nfine):
+def k_euler(src, dst, idx, nbat, params, coupling, sphere, project, work, b0, dt, scale, knoise, fine0, nfine):
     """One Euler-Maruyama step from ``src`` into ``dst`` (force, noise and update fused).
 
     The arithmetic is that of ``_loops``: force_all, then advance_particle
@@ -252,7 +252,7 @@ def k_euler(src, dst, idx, nbat, params, coupling, sphere, work, b0, dt, scale, 
         force = cuda.local.array(DIM, np.float64)
         member_force(src[r], idx[r], start, stop, pos, params, coupling, work[r], force)
         xi = src[r, i]
-        if sphere:
+        if project:
             project_tangent(xi, force)
         dw = cuda.local.array(DIM, np.float64)
         if scale != 0.0:
@@ -288,8 +288,8 @@ def k_advance(x, K, B, dt, scale, knoise, fine0, nfine, sphere):
         advance_particle(x, K, B, dt, r, f - r * N, scale, knoise[r], fine0, nfine, sphere, dw)
 
 
-def k_rbmr(x, xs, K, A, B, dt, scale, nfine, sub0, nsub, p, params, coupling, sphere, work, pool, clock, ksub,
-           knoise):
+def k_rbmr(x, xs, K, A, B, dt, scale, nfine, sub0, nsub, p, params, coupling, sphere, project, work, pool, clock,
+           ksub, knoise):
     """``nsub`` RBM-r sub-steps (from sub-step ``sub0``) of replica r = blockIdx.x, the block cooperating.
 
     Thread 0 draws the subset (partial Fisher-Yates on the persistent pool),
@@ -320,7 +320,7 @@ def k_rbmr(x, xs, K, A, B, dt, scale, nfine, sub0, nsub, p, params, coupling, sp
             for a in range(t, p, bs):
                 i = pr[a]
                 member_force(st, pr, 0, p, a, params, coupling, work[r], K[s, r, i])
-                if sphere:
+                if project:
                     project_tangent(st[i], K[s, r, i])
             cuda.syncthreads()
         for a in range(t, p, bs):

@@ -262,7 +262,7 @@ def normalise(x_row):
         x_row[c] /= s
 
 
-def force_all(x, idx, bounds, batch_of_pos, params, coupling, sphere, work, out, kt, sbuf):
+def force_all(x, idx, bounds, batch_of_pos, params, coupling, project, work, out, kt, sbuf):
     """out[r, i] = force on particle i of replica r, batches given by idx/bounds.
 
     For the attention family the keys K x_j of each batch are first gathered
@@ -270,7 +270,9 @@ def force_all(x, idx, bounds, batch_of_pos, params, coupling, sphere, work, out,
     that the scores of a block of partners vectorise; worker w takes the w-th
     contiguous range of the R*N particles, in tiles of ATTN_TILE members of one
     batch, with row w of ``sbuf`` (SCORE_BLOCK scores, then the running max
-    and denominator of each member of the tile) as scratch.
+    and denominator of each member of the tile) as scratch. ``project``: the
+    forces are projected on the tangent space (the sphere's projected schemes;
+    False for the ambient Euler step, which moves along the unprojected field).
     """
     R, N, d = x.shape
     if HAS_PREPARE:  # compile-time constant: False for the kernel family, whose prepare is a no-op
@@ -302,7 +304,7 @@ def force_all(x, idx, bounds, batch_of_pos, params, coupling, sphere, work, out,
                 n = min(f1 - f, stop - pos, T // 2)
                 attn_tile_force(idx[r], start, stop, pos, pos + n, params, coupling, work[r],
                                 kt[r, d * start:d * stop], sb, mxb, denb, out[r])
-                if sphere:
+                if project:
                     for a in range(pos, pos + n):
                         i = idx[r, a]
                         project_tangent(x[r, i], out[r, i])
@@ -314,7 +316,7 @@ def force_all(x, idx, bounds, batch_of_pos, params, coupling, sphere, work, out,
         b = batch_of_pos[pos]
         i = idx[r, pos]
         member_force(x[r], idx[r], bounds[b], bounds[b + 1], pos, params, coupling, work[r], out[r, i])
-        if sphere:
+        if project:
             project_tangent(x[r, i], out[r, i])
 
 
@@ -476,10 +478,14 @@ def save_state(x, traj, k):
             traj[k, r, i, c] = x[r, i, c]
 
 
-def run_batched(x, traj, nsteps, save_every, tau_steps, full, A, B, dt, scale, nfine, seed,
-                bounds, batch_of_pos, nbuckets, params, coupling, sphere, work, K, xs, kt, sbuf, idx, bucket, u, hist,
-                bstart):
-    """Full or RBM-1 integration of R replicas; traj[0] = x0, then every save_every steps."""
+def run_batched(x, traj, nsteps, save_every, tau_steps, full, A, B, dt, scale, dt_last, scale_last, nfine, seed,
+                bounds, batch_of_pos, nbuckets, params, coupling, sphere, project, work, K, xs, kt, sbuf, idx, bucket,
+                u, hist, bstart):
+    """Full or RBM-1 integration of R replicas; traj[0] = x0, then every save_every steps.
+
+    The last step has length ``dt_last`` and noise scale ``scale_last``
+    (``dt`` and ``scale`` unless t_end is not a whole number of steps).
+    """
     R, N, d = x.shape
     S = B.shape[0]
     knoise = np.empty(R, dtype=np.uint64)
@@ -490,20 +496,22 @@ def run_batched(x, traj, nsteps, save_every, tau_steps, full, A, B, dt, scale, n
     for n in range(nsteps):
         if not full and n % tau_steps == 0:
             build_perms(seed, n // tau_steps, nbuckets, idx, bucket, u, hist, bstart)
+        h = dt if n + 1 < nsteps else dt_last
+        sc = scale if n + 1 < nsteps else scale_last
         for s in range(S):
             if s == 0:
-                force_all(x, idx, bounds, batch_of_pos, params, coupling, sphere, work, K[0], kt, sbuf)
+                force_all(x, idx, bounds, batch_of_pos, params, coupling, project, work, K[0], kt, sbuf)
             else:
-                stage_all(x, xs, K, A, s, dt, sphere)
-                force_all(xs, idx, bounds, batch_of_pos, params, coupling, sphere, work, K[s], kt, sbuf)
-        advance_all(x, K, B, dt, scale, knoise, n * nfine, nfine, sphere, xs)
+                stage_all(x, xs, K, A, s, h, sphere)
+                force_all(xs, idx, bounds, batch_of_pos, params, coupling, project, work, K[s], kt, sbuf)
+        advance_all(x, K, B, h, sc, knoise, n * nfine, nfine, sphere, xs)
         if (n + 1) % save_every == 0 or n + 1 == nsteps:
             k += 1
             save_state(x, traj, k)
 
 
-def run_rbmr(x, traj, nsteps, save_every, p, A, B, dt, scale, nfine, seed,
-             params, coupling, sphere, work, K, xs, pool, clock):
+def run_rbmr(x, traj, nsteps, save_every, p, A, B, dt, scale, dt_last, scale_last, nfine, seed,
+             params, coupling, sphere, project, work, K, xs, pool, clock):
     """RBM with replacement: per unit step, N/p sub-steps each advancing one random p-subset.
 
     A particle's Brownian increments are indexed by its own clock (how many
@@ -521,6 +529,8 @@ def run_rbmr(x, traj, nsteps, save_every, p, A, B, dt, scale, nfine, seed,
         sub = 0
         k = 0
         for n in range(nsteps):
+            h = dt if n + 1 < nsteps else dt_last
+            sc = scale if n + 1 < nsteps else scale_last
             nsub = ((n + 1) * N) // p - (n * N) // p
             for _ in range(nsub):
                 draw_subset(combine(ksub, sub), N, p, pr)
@@ -530,18 +540,18 @@ def run_rbmr(x, traj, nsteps, save_every, p, A, B, dt, scale, nfine, seed,
                         st = xr
                     else:
                         for a in range(p):
-                            stage_particle(x, xs, K, A, s, dt, r, pr[a], sphere)
+                            stage_particle(x, xs, K, A, s, h, r, pr[a], sphere)
                         st = xs[r]
                     for a in range(p):
                         prepare_row(st[pr[a]], params, work[r, pr[a]])
                     for a in range(p):
                         i = pr[a]
                         member_force(st, pr, 0, p, a, params, coupling, work[r], K[s, r, i])
-                        if sphere:
+                        if project:
                             project_tangent(st[i], K[s, r, i])
                 for a in range(p):
                     i = pr[a]
-                    advance_particle(x, K, B, dt, r, i, scale, knoise, clock[r, i] * nfine, nfine, sphere, xs[r, i])
+                    advance_particle(x, K, B, h, r, i, sc, knoise, clock[r, i] * nfine, nfine, sphere, xs[r, i])
                     clock[r, i] += 1
             if (n + 1) % save_every == 0 or n + 1 == nsteps:
                 k += 1
@@ -830,7 +840,8 @@ def phased_step(x, idx, bounds, A, B, dt, scale, knoise, fine0, nfine, c1, c2, c
                     sg[r, lo:lo + d * m])
 
 
-def run_fast_fused(x, traj, nsteps, save_every, tau_steps, per_chunk, A, B, dt, scale, nfine, seed, bounds,
+def run_fast_fused(x, traj, nsteps, save_every, tau_steps, per_chunk, A, B, dt, scale, dt_last, scale_last, nfine,
+                   seed, bounds,
                    nbuckets, params, coupling, xg, kg, sg, ip, kp, idx, bucket, u, hist, bstart):
     """``run_batched`` for RBM-1 on the built-in kernel systems (flat space), same results.
 
@@ -847,14 +858,17 @@ def run_fast_fused(x, traj, nsteps, save_every, tau_steps, per_chunk, A, B, dt, 
     for n in range(nsteps):
         if n % tau_steps == 0:
             build_perms(seed, n // tau_steps, nbuckets, idx, bucket, u, hist, bstart)
-        fused_step(x, idx, bounds, per_chunk, A, B, dt, scale, knoise, n * nfine, nfine, c1, c2, coupling,
+        h = dt if n + 1 < nsteps else dt_last
+        sc = scale if n + 1 < nsteps else scale_last
+        fused_step(x, idx, bounds, per_chunk, A, B, h, sc, knoise, n * nfine, nfine, c1, c2, coupling,
                    xg, kg, sg, ip, kp)
         if (n + 1) % save_every == 0 or n + 1 == nsteps:
             k += 1
             save_state(x, traj, k)
 
 
-def run_fast_phased(x, traj, nsteps, save_every, tau_steps, full, A, B, dt, scale, nfine, seed, bounds, nbuckets,
+def run_fast_phased(x, traj, nsteps, save_every, tau_steps, full, A, B, dt, scale, dt_last, scale_last, nfine, seed,
+                    bounds, nbuckets,
                     params, coupling, xg, kg, sg, ip, kp, idx, bucket, u, hist, bstart):
     """``run_batched`` for the full method (or RBM-1 with few batches) on the built-in kernel systems.
 
@@ -872,7 +886,9 @@ def run_fast_phased(x, traj, nsteps, save_every, tau_steps, full, A, B, dt, scal
     for n in range(nsteps):
         if not full and n % tau_steps == 0:
             build_perms(seed, n // tau_steps, nbuckets, idx, bucket, u, hist, bstart)
-        phased_step(x, idx, bounds, A, B, dt, scale, knoise, n * nfine, nfine, c1, c2, coupling, xg, kg, sg, ip, kp)
+        h = dt if n + 1 < nsteps else dt_last
+        sc = scale if n + 1 < nsteps else scale_last
+        phased_step(x, idx, bounds, A, B, h, sc, knoise, n * nfine, nfine, c1, c2, coupling, xg, kg, sg, ip, kp)
         if (n + 1) % save_every == 0 or n + 1 == nsteps:
             k += 1
             save_state(x, traj, k)

@@ -437,8 +437,8 @@ def run(system, x, traj, plan):
         pool = np.tile(np.arange(N, dtype=np.int64), (R, 1))
         clock = np.zeros((R, N), dtype=np.int64)
         loops.run_rbmr(x, traj, plan.nsteps, plan.save_every, plan.batch_size, plan.A, plan.B, plan.dt,
-                       plan.scale, plan.nfine, np.uint64(plan.seed), params, plan.coupling, plan.sphere,
-                       work, K, xs, pool, clock)
+                       plan.scale, plan.dt_last, plan.scale_last, plan.nfine, np.uint64(plan.seed), params,
+                       plan.coupling, plan.sphere, plan.project, work, K, xs, pool, clock)
         return
     full = plan.method == "full"
     p = N if full else plan.batch_size
@@ -464,20 +464,21 @@ def run(system, x, traj, plan):
         kp = np.empty((rows, width), dtype=np.uint64)
         if fused:
             loops.run_fast_fused(x, traj, plan.nsteps, plan.save_every, plan.tau_steps, per_chunk, plan.A, plan.B,
-                                 plan.dt, plan.scale, plan.nfine, np.uint64(plan.seed), bounds, nb, params,
-                                 plan.coupling, xg, kg, sg, ip, kp, idx, *perm_scratch)
+                                 plan.dt, plan.scale, plan.dt_last, plan.scale_last, plan.nfine, np.uint64(plan.seed),
+                                 bounds, nb, params, plan.coupling, xg, kg, sg, ip, kp, idx, *perm_scratch)
         else:
             loops.run_fast_phased(x, traj, plan.nsteps, plan.save_every, plan.tau_steps, full, plan.A, plan.B,
-                                  plan.dt, plan.scale, plan.nfine, np.uint64(plan.seed), bounds, nb, params,
-                                  plan.coupling, xg, kg, sg, ip, kp, idx, *perm_scratch)
+                                  plan.dt, plan.scale, plan.dt_last, plan.scale_last, plan.nfine, np.uint64(plan.seed),
+                                  bounds, nb, params, plan.coupling, xg, kg, sg, ip, kp, idx, *perm_scratch)
         return
     work = np.empty((R, N, work_width(system, d)))
     K = np.empty((S, R, N, d))
     xs = np.empty((R, N, d))
     bop = _batches.batch_of_position(N, p)
     loops.run_batched(x, traj, plan.nsteps, plan.save_every, plan.tau_steps, full, plan.A, plan.B, plan.dt,
-                      plan.scale, plan.nfine, np.uint64(plan.seed), bounds, bop, nb, params, plan.coupling,
-                      plan.sphere, work, K, xs, *_force_scratch(system, R, N, d), idx, *perm_scratch)
+                      plan.scale, plan.dt_last, plan.scale_last, plan.nfine, np.uint64(plan.seed), bounds, bop, nb,
+                      params, plan.coupling, plan.sphere, plan.project, work, K, xs, *_force_scratch(system, R, N, d),
+                      idx, *perm_scratch)
 
 
 def _force_scratch(system, R, N, d):

@@ -78,14 +78,14 @@ def _normalise(X):
     return X / np.linalg.norm(X, axis=1, keepdims=True)
 
 
-def _force(system, X, perm, p, coupling):
+def _force(system, X, perm, p, coupling, project):
     n = X.shape[0]
     F = np.empty_like(X)
     bounds = _batches.batch_bounds(n, p)
     for b in range(bounds.size - 1):
         members = perm[bounds[b]:bounds[b + 1]]
         F[members] = _batch_force(system, X[members], coupling)
-    if system.sphere:
+    if project:  # False for the ambient Euler step: it moves along the unprojected field, then normalises
         F = _project(X, F)
     return F
 
@@ -103,7 +103,7 @@ def noise(seed, replica, fine_step, particles, d):
 
 
 def _advance(system, X, stages, B, dt, dW):
-    if system.sphere:
+    if system.sphere:  # the schemes that accept noise all project it (ambient_euler is deterministic)
         dW = _project(X, dW)
     X = X + dt * sum(b * k for b, k in zip(B, stages)) + dW
     return _normalise(X) if system.sphere else X
@@ -115,6 +115,11 @@ def _rk_stages(system, X, A, dt, force):
         Xs = X + dt * sum(A[s][q] * stages[q] for q in range(s)) if s else X
         stages.append(force(Xs))
     return stages
+
+
+def _step_size(plan, n):
+    """Length and noise scale of step n: the last one is shorter when t_end is not a whole number of steps."""
+    return (plan.dt, plan.scale) if n + 1 < plan.nsteps else (plan.dt_last, plan.scale_last)
 
 
 def run(system, x, traj, plan):
@@ -129,16 +134,17 @@ def run(system, x, traj, plan):
         p = N if plan.method == "full" else plan.batch_size
         k = 0
         for n in range(plan.nsteps):
+            h, scale = _step_size(plan, n)
             if plan.method == "rbm1" and n % plan.tau_steps == 0:
                 perm = permutation(plan.seed, r, n // plan.tau_steps, N)
-            stages = _rk_stages(system, X, plan.A, plan.dt,
-                                lambda Y, perm=perm, p=p: _force(system, Y, perm, p, plan.coupling))
+            stages = _rk_stages(system, X, plan.A, h,
+                                lambda Y, perm=perm, p=p: _force(system, Y, perm, p, plan.coupling, plan.project))
             dW = np.zeros_like(X)
-            if plan.scale:
+            if scale:
                 for q in range(plan.nfine):
                     dW += noise(plan.seed, r, n * plan.nfine + q, np.arange(N), d)
-                dW *= plan.scale
-            X = _advance(system, X, stages, plan.B, plan.dt, dW)
+                dW *= scale
+            X = _advance(system, X, stages, plan.B, h, dW)
             if (n + 1) % plan.save_every == 0 or n + 1 == plan.nsteps:
                 k += 1
                 traj[k, r] = X
@@ -155,6 +161,7 @@ def _run_rbmr(system, x, traj, plan, r):
     sub = 0
     k = 0
     for n in range(plan.nsteps):
+        h, scale = _step_size(plan, n)
         for _ in range(((n + 1) * N) // p - (n * N) // p):
             _batches.draw_subset_np(_batches.subset_key_np(root, sub), N, p, pool)
             sub += 1
@@ -162,17 +169,17 @@ def _run_rbmr(system, x, traj, plan, r):
 
             def force(Y):
                 F = _batch_force(system, Y, plan.coupling)
-                return _project(Y, F) if system.sphere else F
+                return _project(Y, F) if plan.project else F
 
             Xc = X[members]
-            stages = _rk_stages(system, Xc, plan.A, plan.dt, force)
+            stages = _rk_stages(system, Xc, plan.A, h, force)
             dW = np.zeros_like(Xc)
-            if plan.scale:
+            if scale:
                 for a, i in enumerate(members):
                     for q in range(plan.nfine):
                         dW[a] += noise(plan.seed, r, clock[i] * plan.nfine + q, [i], d)[0]
-                dW *= plan.scale
-            X[members] = _advance(system, Xc, stages, plan.B, plan.dt, dW)
+                dW *= scale
+            X[members] = _advance(system, Xc, stages, plan.B, h, dW)
             clock[members] += 1
         if (n + 1) % plan.save_every == 0 or n + 1 == plan.nsteps:
             k += 1
@@ -184,6 +191,6 @@ def drift(system, x, out, *, method, batch_size, seed, step, coupling):
     R, N, d = x.shape
     for r in range(R):
         if method == "full":
-            out[r] = _force(system, x[r], np.arange(N), N, coupling)
+            out[r] = _force(system, x[r], np.arange(N), N, coupling, system.sphere)
         else:
-            out[r] = _force(system, x[r], permutation(seed, r, step, N), batch_size, coupling)
+            out[r] = _force(system, x[r], permutation(seed, r, step, N), batch_size, coupling, system.sphere)
