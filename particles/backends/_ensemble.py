@@ -335,11 +335,14 @@ def ens_save(xt, n, d, dst):
             dst[i, c] = xt[c, i]
 
 
-def run_ensemble(x, traj, nsteps, save_every, A, B, dt, params, coupling, sphere, project, workers):
+def run_ensemble(x, traj, nsteps, save_every, A, B, dt, dt_last, params, coupling, sphere, project, workers):
     """Integrate the R token sets of ``x`` (R, n, d) in place; traj[0] = x0, then every save_every steps.
 
     Worker w integrates sets w*R//W .. (w+1)*R//W - 1 one after the other,
-    each through all ``nsteps`` steps, with its own scratch. The tokens are
+    each through all ``nsteps`` steps (the last of length ``dt_last``), with
+    its own scratch. ``project``: the forces are projected on the tangent space
+    (False for the ambient Euler step); ``sphere``: each step ends with a
+    normalisation. The tokens are
     padded to n8, a multiple of 8 (the vector width), with zero columns (the
     updates touch only the n tokens, so they stay zero).
     """
@@ -373,6 +376,7 @@ def run_ensemble(x, traj, nsteps, save_every, A, B, dt, params, coupling, sphere
             ens_save(xt, n, d, traj[0, r])
             k = 0
             for step in range(nsteps):
+                h = dt if step + 1 < nsteps else dt_last
                 for s in range(S):
                     if s == 0:
                         ens_forces(xt, kst[0], n, n8, d, beta, softmax, include_self, coupling, project,
@@ -383,7 +387,7 @@ def run_ensemble(x, traj, nsteps, save_every, A, B, dt, params, coupling, sphere
                                 acc = 0.0
                                 for q in range(s):
                                     acc += A[s, q] * kst[q, c, i]
-                                xs[c, i] = xt[c, i] + dt * acc
+                                xs[c, i] = xt[c, i] + h * acc
                         ens_forces(xs, kst[s], n, n8, d, beta, softmax, include_self, coupling, project,
                                    g, m, dg, ep, b1, b2, f1, f2)
                 for c in range(d):
@@ -392,13 +396,13 @@ def run_ensemble(x, traj, nsteps, save_every, A, B, dt, params, coupling, sphere
                         k0 = kst[0, c]
                         b0 = B[0]
                         for i in range(n):
-                            xc[i] += dt * (b0 * k0[i])
+                            xc[i] += h * (b0 * k0[i])
                     else:
                         for i in range(n):
                             acc = 0.0
                             for s in range(S):
                                 acc += B[s] * kst[s, c, i]
-                            xc[i] += dt * acc
+                            xc[i] += h * acc
                 if sphere:
                     for i in range(n8):
                         nrm[i] = 0.0

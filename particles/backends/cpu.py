@@ -408,7 +408,8 @@ def takes_ensemble_kernel(system, plan, n):
     token sets of at most :data:`ENSEMBLE_MAX_N` tokens.
     """
     return (system.family == "attention" and system.builtin and float(system.params[3]) != 0.0
-            and plan.method == "full" and plan.scale == 0.0 and 1 <= n <= ENSEMBLE_MAX_N)
+            and plan.method == "full" and plan.scale == 0.0 and plan.scale_last == 0.0
+            and 1 <= n <= ENSEMBLE_MAX_N)
 
 
 def work_width(system, d):
@@ -423,8 +424,8 @@ def run(system, x, traj, plan):
     if takes_ensemble_kernel(system, plan, N):
         workers = max(1, min(_numba().get_num_threads(), R))
         ensemble_loops().run_ensemble(x, traj, plan.nsteps, plan.save_every, plan.A, plan.B, plan.dt,
-                                      np.ascontiguousarray(system.params), plan.coupling, plan.sphere,
-                                      plan.project, workers)
+                                      plan.dt_last, np.ascontiguousarray(system.params), plan.coupling,
+                                      plan.sphere, plan.project, workers)
         ensemble_calls += 1
         return
     loops = loops_for(system)
