@@ -422,10 +422,17 @@ def run(system, x, traj, plan):
     global ensemble_calls
     R, N, d = x.shape
     if takes_ensemble_kernel(system, plan, N):
-        workers = max(1, min(_numba().get_num_threads(), R))
-        ensemble_loops().run_ensemble(x, traj, plan.nsteps, plan.save_every, plan.A, plan.B, plan.dt,
-                                      plan.dt_last, np.ascontiguousarray(system.params), plan.coupling,
-                                      plan.sphere, plan.project, workers)
+        numba = _numba()
+        # sets handed out a few at a time as threads free up (a thread that the OS holds back on a shared
+        # machine does not hold the others up), about 8 chunks per thread
+        chunk = max(1, R // (8 * numba.get_num_threads()))
+        old = numba.set_parallel_chunksize(chunk)
+        try:
+            ensemble_loops().run_ensemble(x, traj, plan.nsteps, plan.save_every, plan.A, plan.B, plan.dt,
+                                          plan.dt_last, np.ascontiguousarray(system.params), plan.coupling,
+                                          plan.sphere, plan.project)
+        finally:
+            numba.set_parallel_chunksize(old)
         ensemble_calls += 1
         return
     loops = loops_for(system)
