@@ -266,9 +266,13 @@ def ens_forces(xt, ft, n, n8, d, beta, softmax, include_self, coupling, project,
     else:
         ens_gram(xt, n, n8, d, g, not sym_w)
     if sym_w:
-        for j in range(n):
-            i0 = (j // 8) * 8
-            ens_exp_flat(g[j, i0:n8], n8 - i0, beta, shift, ep, b1, b2, f1, f2)
+        # rows in groups of 8 from the group's first column on: one call per group (the lower parts of the
+        # group's later rows are computed too, then overwritten by the mirror)
+        gf = g.reshape(n * n8)
+        for j0 in range(0, n, 8):
+            lo = j0 * n8 + j0
+            hi = min(j0 + 8, n) * n8
+            ens_exp_flat(gf[lo:hi], hi - lo, beta, shift, ep, b1, b2, f1, f2)
         for j in range(n):
             for i in range((j // 8) * 8):
                 g[j, i] = g[i, j]
@@ -296,6 +300,9 @@ def ens_forces(xt, ft, n, n8, d, beta, softmax, include_self, coupling, project,
                 gj[i] -= m[i]
         ens_exp_flat(gf, n * n8, 1.0, 0.0, ep, b1, b2, f1, f2)  # exp(-inf) is exactly 0
     ens_accumulate(xt, n, n8, d + 1 if softmax else d, g, ft)
+    pr = m
+    for i in range(n8):
+        pr[i] = 0.0
     if softmax:
         den = ft[d]
         inv = dg
@@ -303,24 +310,25 @@ def ens_forces(xt, ft, n, n8, d, beta, softmax, include_self, coupling, project,
             inv[i] = 1.0 / den[i]
         for c in range(d):
             fc = ft[c]
-            for i in range(n8):
-                fc[i] *= inv[i]
+            xc = xt[c]
+            if project:
+                for i in range(n8):
+                    v = fc[i] * inv[i]
+                    fc[i] = v
+                    pr[i] += xc[i] * v
+            else:
+                for i in range(n8):
+                    fc[i] *= inv[i]
     else:
         w = coupling / (n - 1) if n > 1 else 0.0
         for c in range(d):
             fc = ft[c]
             xc = xt[c]
-            for i in range(n):
-                fc[i] = w * fc[i] + dg[i] * xc[i]
-    if project:
-        pr = m
-        for i in range(n8):
-            pr[i] = 0.0
-        for c in range(d):
-            fc = ft[c]
-            xc = xt[c]
             for i in range(n8):
-                pr[i] += xc[i] * fc[i]
+                v = w * fc[i] + dg[i] * xc[i]
+                fc[i] = v
+                pr[i] += xc[i] * v
+    if project:
         for c in range(d):
             fc = ft[c]
             xc = xt[c]
@@ -389,26 +397,26 @@ def run_ensemble(x, traj, nsteps, save_every, A, B, dt, dt_last, params, couplin
                             xs[c, i] = xt[c, i] + h * acc
                     ens_forces(xs, kst[s], n, n8, d, beta, softmax, include_self, coupling, project,
                                g, m, dg, ep, b1, b2, f1, f2)
+            for i in range(n8):
+                nrm[i] = 0.0
             for c in range(d):
                 xc = xt[c]
                 if S == 1:
                     k0 = kst[0, c]
                     b0 = B[0]
                     for i in range(n):
-                        xc[i] += h * (b0 * k0[i])
+                        v = xc[i] + h * (b0 * k0[i])
+                        xc[i] = v
+                        nrm[i] += v * v
                 else:
                     for i in range(n):
                         acc = 0.0
                         for s in range(S):
                             acc += B[s] * kst[s, c, i]
-                        xc[i] += h * acc
+                        v = xc[i] + h * acc
+                        xc[i] = v
+                        nrm[i] += v * v
             if sphere:
-                for i in range(n8):
-                    nrm[i] = 0.0
-                for c in range(d):
-                    xc = xt[c]
-                    for i in range(n8):
-                        nrm[i] += xc[i] * xc[i]
                 for i in range(n):
                     nrm[i] = 1.0 / math.sqrt(nrm[i])
                 for c in range(d):
