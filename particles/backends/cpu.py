@@ -83,9 +83,11 @@ _JIT = {"error_model": "numpy"}
 _CHUNK_POS = 1024  # positions per chunk of the fused RBM-1 step of the fast path
 _FUSED_MIN = 8  # fewer batches (R * N // p) than this: phased step, parallel inside batches
 
-# the fused ensemble kernel (see _ensemble): token sets up to this size (measured, benchmarks/README.md
-# "Ensembles of small token sets"); larger sets keep the general path, whose tiles are built for large N
-ENSEMBLE_MAX_N = 64
+# the fused ensemble kernel (see _ensemble): token sets up to this size. Measured (benchmarks/README.md,
+# "Ensembles of small token sets"): faster than the general path at every N tried, 50x at N <= 128, 8x at
+# N = 512, 4x at N = 1024 (d = 32); its scratch grows as 4 N^2 doubles per set and thread (8 MB at 512), and
+# it runs one set per thread, so larger sets keep the general path, which tiles and parallelises within a set
+ENSEMBLE_MAX_N = 512
 _ENSEMBLE_ORDER = ("ens_exp_flat", "ens_gram", "ens_accumulate", "ens_forces", "ens_save", "run_ensemble")
 
 _lock = threading.RLock()
