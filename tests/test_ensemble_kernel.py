@@ -133,3 +133,23 @@ def test_noise_and_random_batches_keep_the_general_path():
     particles.solve(systems.attention(1.0, "SA", sigma=0.1), x0, t_end=0.2, dt=DT)
     particles.solve(systems.attention(1.0, "SA"), x0, t_end=0.2, dt=DT, method="rbm1", batch_size=4)
     assert cpu.ensemble_calls == before
+
+
+def test_the_kernels_exp_against_numpy():
+    # the kernel's own branch-free exp: <= 1 ulp-ish relative error where exp is a normal number, the right
+    # limits (0, inf), NaN kept; np.exp (libm) is the oracle
+    exp_flat = cpu.ensemble_loops().ens_exp_flat
+    y = np.concatenate([np.linspace(-760.0, 720.0, 40001), [np.nan, np.inf, -np.inf, 0.0, -1e300, 1e300]])
+    got = y.copy()
+    exp_flat(got, got.size, 1.0, 0.0)
+    with np.errstate(over="ignore"):
+        want = np.exp(y)
+    normal = np.isfinite(want) & (want >= 2.3e-308)
+    assert float(np.max(np.abs(got[normal] / want[normal] - 1.0))) <= 4.5e-16
+    tiny = np.isfinite(y) & (want < 2.3e-308)
+    assert float(np.max(np.abs(got[tiny] - want[tiny]))) <= 1e-323
+    np.testing.assert_array_equal(got[~np.isfinite(want)], want[~np.isfinite(want)])  # inf and the NaN
+    # scale and shift: exp(scale * y - shift)
+    got = np.array([1.0, -2.0, 0.5])
+    exp_flat(got, 3, 2.0, 1.5)
+    np.testing.assert_allclose(got, np.exp(2.0 * np.array([1.0, -2.0, 0.5]) - 1.5), rtol=4.5e-16, atol=0)

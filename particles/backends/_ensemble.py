@@ -42,6 +42,7 @@ from numba import prange
 # (k * _LN2_HI is exact for |k| < 2^20) and a low part; e^r = 1 + r q(r), q(r) = (e^r - 1)/r to r^12 (error
 # < 5e-18 on |r| <= 0.35). 2^k is built from its bits in two factors 2^k1 2^k2 (k1 = k >> 1), each a normal
 # number for every k in [-1076, 1025], so that the subnormal range and overflow to inf come out right.
+# The exp arguments are clamped to [_Y_LO, _Y_HI] (the result is 0 below and inf above either way).
 _LOG2E = 1.4426950408889634
 _LN2_HI = 6.93147180369123816490e-01
 _LN2_LO = 1.90821492927058770002e-10
@@ -54,21 +55,20 @@ SYM_MIN_D = 8  # below this many components the mirrored half-Gram costs more th
 SHIFT_SPAN = 600.0  # one softmax shift for all tokens when their own scores differ by less (see ens_forces)
 
 
-def ens_exp_flat(y, L, scale, shift, p, b1, b2, f1, f2):
-    """y[i] = exp(scale * y[i] - shift) for i < L (1-D arrays); ``p`` float64 scratch, ``b1``/``b2`` int64
-    scratch viewed as ``f1``/``f2``.
+def ens_exp_flat(y, L, scale, shift):
+    """y[i] = exp(scale * y[i] - shift) for i < L (a 1-D array), in place.
 
-    Two passes, both branch-free so that they vectorise: the polynomial (into
-    ``p``) and the exponent bits, then the product (the first pass writes only
-    scratch and the second reads no ``y``, so that no runtime alias check sends
-    either to the scalar loop). NaN stays NaN (through the polynomial), +-inf
-    is clamped to exp(710) = inf and exp(-746) = 0 (exactly 0: 2^-1076 e^r
-    rounds to 0).
+    Branch-free so that it vectorises: the exponent bits of 2^k are made as
+    an int64 and reinterpreted (a scalar ``view``, a no-op in the compiled
+    code). Relative error <= 1 ulp (2.2e-16 measured on [-708, 709]), 5e-324
+    absolute in the subnormal range; NaN stays NaN (through the
+    polynomial), +-inf is clamped to exp(710) = inf and exp(-746) = 0
+    (exactly 0: 2^-1076 e^r rounds to 0).
     """
     for i in range(L):
         v = scale * y[i] - shift
-        v = v if v > _Y_LO else _Y_LO
-        v = v if v < _Y_HI else _Y_HI
+        v = _Y_LO if v < _Y_LO else v  # written so that NaN passes (every comparison with NaN is False)
+        v = _Y_HI if v > _Y_HI else v
         kf = math.floor(v * _LOG2E + 0.5)
         r = (v - kf * _LN2_HI) - kf * _LN2_LO
         # Estrin's scheme: short dependency chains (the loop is latency-bound with Horner's)
@@ -81,11 +81,9 @@ def ens_exp_flat(y, L, scale, shift, p, b1, b2, f1, f2):
         q = (q03 + q47 * r4) + (q811 + _E12 * r4) * r8
         k = np.int64(kf)
         k1 = k >> 1
-        b1[i] = (k1 + 1023) << 52
-        b2[i] = (k - k1 + 1023) << 52
-        p[i] = 1.0 + r * q
-    for i in range(L):
-        y[i] = (p[i] * f1[i]) * f2[i]
+        p1 = np.int64((k1 + 1023) << 52).view(np.float64)
+        p2 = np.int64((k - k1 + 1023) << 52).view(np.float64)
+        y[i] = ((1.0 + r * q) * p1) * p2
 
 
 def ens_gram(xt, n, n8, d, g, mirror):
@@ -228,7 +226,7 @@ def ens_accumulate(xt, n, n8, d1, g, ft):
         c += comps
 
 
-def ens_forces(xt, ft, n, n8, d, beta, softmax, include_self, coupling, project, g, m, dg, ep, b1, b2, f1, f2):
+def ens_forces(xt, ft, n, n8, d, beta, softmax, include_self, coupling, project, g, m, dg):
     """ft[c, i] = attention force on token i of the set xt, for c < d, i < n8.
 
     ``xt`` (d + 1, n8): the tokens component-major, row d all ones on the n
@@ -272,7 +270,7 @@ def ens_forces(xt, ft, n, n8, d, beta, softmax, include_self, coupling, project,
         for j0 in range(0, n, 8):
             lo = j0 * n8 + j0
             hi = min(j0 + 8, n) * n8
-            ens_exp_flat(gf[lo:hi], hi - lo, beta, shift, ep, b1, b2, f1, f2)
+            ens_exp_flat(gf[lo:hi], hi - lo, beta, shift)
         for j in range(n):
             for i in range((j // 8) * 8):
                 g[j, i] = g[i, j]
@@ -298,7 +296,7 @@ def ens_forces(xt, ft, n, n8, d, beta, softmax, include_self, coupling, project,
             gj = g[j]
             for i in range(n8):
                 gj[i] -= m[i]
-        ens_exp_flat(gf, n * n8, 1.0, 0.0, ep, b1, b2, f1, f2)  # exp(-inf) is exactly 0
+        ens_exp_flat(gf, n * n8, 1.0, 0.0)  # exp(-inf) is exactly 0
     ens_accumulate(xt, n, n8, d + 1 if softmax else d, g, ft)
     pr = m
     for i in range(n8):
@@ -367,11 +365,6 @@ def run_ensemble(x, traj, nsteps, save_every, A, B, dt, dt_last, params, couplin
         g = np.empty((n, n8))
         m = np.empty(n8)
         dg = np.empty(n8)
-        ep = np.empty(n * n8)
-        b1 = np.empty(n * n8, dtype=np.int64)
-        b2 = np.empty(n * n8, dtype=np.int64)
-        f1 = b1.view(np.float64)
-        f2 = b2.view(np.float64)
         nrm = np.empty(n8)
         for i in range(n):
             xt[d, i] = 1.0
@@ -387,7 +380,7 @@ def run_ensemble(x, traj, nsteps, save_every, A, B, dt, dt_last, params, couplin
             for s in range(S):
                 if s == 0:
                     ens_forces(xt, kst[0], n, n8, d, beta, softmax, include_self, coupling, project,
-                               g, m, dg, ep, b1, b2, f1, f2)
+                               g, m, dg)
                 else:
                     for c in range(d):
                         for i in range(n):
@@ -396,7 +389,7 @@ def run_ensemble(x, traj, nsteps, save_every, A, B, dt, dt_last, params, couplin
                                 acc += A[s, q] * kst[q, c, i]
                             xs[c, i] = xt[c, i] + h * acc
                     ens_forces(xs, kst[s], n, n8, d, beta, softmax, include_self, coupling, project,
-                               g, m, dg, ep, b1, b2, f1, f2)
+                               g, m, dg)
             for i in range(n8):
                 nrm[i] = 0.0
             for c in range(d):
