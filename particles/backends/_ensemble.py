@@ -5,30 +5,36 @@ sets, ``method="full"``, no noise: the phase-diagram workload (R sets of n
 tokens in d <= 32 span coordinates, hundreds of steps). The engine's general
 path (:mod:`particles.backends._loops`) works phase by phase over all R*N
 particles, with a libm ``exp`` per score that does not vectorise; here one
-worker takes a contiguous range of token sets and integrates each set
-through every step while it is in cache:
+thread takes one token set at a time (sets handed out in chunks, see
+``cpu.run``) and integrates it through every step while it is in cache:
 
-- the state lives transposed, ``xt[c, i]`` (component-major), in per-worker
-  scratch, so that every inner loop runs unit-stride over the n tokens and
-  vectorises without re-association (``fastmath`` is off): the Gram matrix
-  (only its upper triangle, mirrored: it is symmetric), the scores and their
-  exponentials, the attention sums ``a[c, i] = sum_j w[j, i] xt[c, j]``, the
-  projection and the update are all axpy-form loops over i;
-- ``exp`` is :func:`ens_exp_row`, a branch-free exp in plain arithmetic that
+- the state lives transposed, ``xt[c, i]`` (component-major, tokens padded
+  to a multiple of 8 with zero columns), in per-set scratch, so that every
+  inner loop runs unit-stride over the tokens and vectorises without
+  re-association (``fastmath`` is off): the Gram matrix and the attention
+  sums ``a[c, i] = sum_j xt[c, j] w[j, i]`` in 4 x 4 blocks
+  (:func:`ens_gram`, :func:`ens_accumulate`), the scores and their
+  exponentials, the projection and the update are axpy-form loops over i;
+- ``exp`` is :func:`ens_exp_flat`, a branch-free exp in plain arithmetic that
   vectorises (libm's does not), accurate to about 1 ulp over the whole range;
-- the softmax of token i is shifted by its own row maximum (an elementwise
-  max over rows of the symmetric score matrix, so no reduction either), as
-  the reference does;
+- SA with the self term (beta >= 0, norms close: always on the sphere) uses
+  one softmax shift for all tokens, beta max_i |x_i|^2, so that the weights
+  are symmetric: the Gram matrix and the exps are computed on the upper
+  triangle (blocks of 8) and the weights mirrored; otherwise (USA has no
+  shift and is symmetric too) each token is shifted by its own maximum
+  score, as the reference does; the softmax denominators come out of the
+  attention sums as the sums of a row of ones (row d of ``xt``);
 - each saved step is written straight into ``traj``.
 
 Arithmetic: that of :func:`particles.backends.reference._batch_force` (SA:
 shifted softmax; USA: ``coupling/(n-1)`` on the others, ``1 - coupling`` on
 the self term) and of ``_loops.stage_particle`` / ``advance_particle`` (stages
 not normalised, the step normalised on the sphere), with sums taken in a
-different order (pairs of Gram components, groups of four partners), so it
-agrees with the reference to rounding, not to the bit.
+different order (groups of four components or partners) and reciprocals
+multiplied instead of divisions, so it agrees with the reference to rounding
+(about 1e-15), not to the bit.
 
-Free names bound at compile time (see ``cpu._ensemble_loops``): the other
+Free names bound at compile time (see ``cpu.ensemble_loops``): the other
 functions of this module.
 """
 # ruff: noqa: F821  (names are bound by the compiler, see docstring)
