@@ -370,7 +370,7 @@ def run_ensemble(x, traj, nsteps, save_every, A, B, dt, dt_last, params, couplin
         kst = np.zeros((S, d + 1, n8))
         g = np.empty((n, n8))
         m = np.empty(n8)
-        dg = np.empty(n8)
+        dg = np.zeros(n8)  # zeros: USA leaves the padding columns of the self weights unset
         nrm = np.empty(n8)
         for i in range(n):
             xt[d, i] = 1.0
