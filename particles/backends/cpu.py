@@ -50,7 +50,7 @@ import warnings
 import numpy as np
 
 from particles import _batches, _kernels, _rng
-from particles.backends import _loops
+from particles.backends import _ensemble, _loops
 from particles.systems import CompileCostWarning
 
 name = "cpu"
@@ -83,7 +83,16 @@ _JIT = {"error_model": "numpy"}
 _CHUNK_POS = 1024  # positions per chunk of the fused RBM-1 step of the fast path
 _FUSED_MIN = 8  # fewer batches (R * N // p) than this: phased step, parallel inside batches
 
+# the fused ensemble kernel (see _ensemble): token sets up to this size. Measured (benchmarks/README.md,
+# "Ensembles of small token sets"): faster than the general path at every N tried, 50x at N <= 128, 8x at
+# N = 512, 4x at N = 1024 (d = 32); its scratch grows as 4 N^2 doubles per set and thread (8 MB at 512), and
+# it runs one set per thread, so larger sets keep the general path, which tiles and parallelises within a set
+ENSEMBLE_MAX_N = 512
+_ENSEMBLE_ORDER = ("ens_exp_flat", "ens_gram", "ens_accumulate", "ens_forces", "ens_save", "run_ensemble")
+
 _lock = threading.RLock()
+_ensemble_ns: types.SimpleNamespace | None = None
+ensemble_calls = 0  # runs that took the fused ensemble kernel (read by the tests)
 _shared: dict | None = None
 _tag: str | None = None
 _families: dict = {}
@@ -107,7 +116,7 @@ def _source_tag():
     global _tag
     if _tag is None:
         h = hashlib.sha1()
-        for module in (_rng, _batches, _kernels, _loops, sys.modules[__name__]):
+        for module in (_rng, _batches, _kernels, _loops, _ensemble, sys.modules[__name__]):
             h.update(inspect.getsource(module).encode())
         _tag = h.hexdigest()[:10]
     return _tag
@@ -380,6 +389,31 @@ def loops_for(system):
         return _families[key]
 
 
+def ensemble_loops():
+    """The compiled fused ensemble kernel (compiled lazily, once; cached on disk)."""
+    global _ensemble_ns
+    with _lock:
+        if _ensemble_ns is None:
+            numba = _numba()
+            ns = dict(vars(_ensemble))
+            for fname in _ENSEMBLE_ORDER:
+                fn = _rebind(getattr(_ensemble, fname), ns, "ensemble")
+                ns[fname] = numba.njit(parallel=fname == "run_ensemble", cache=True, **_JIT)(fn)
+            _ensemble_ns = types.SimpleNamespace(**{k: ns[k] for k in _ENSEMBLE_ORDER})
+        return _ensemble_ns
+
+
+def takes_ensemble_kernel(system, plan, n):
+    """Whether :func:`run` integrates with the fused ensemble kernel (:mod:`particles.backends._ensemble`).
+
+    Attention family with Q = K = V = I, ``method="full"``, no noise, and
+    token sets of at most :data:`ENSEMBLE_MAX_N` tokens.
+    """
+    return (system.family == "attention" and system.builtin and float(system.params[3]) != 0.0
+            and plan.method == "full" and plan.scale == 0.0 and plan.scale_last == 0.0
+            and 1 <= n <= ENSEMBLE_MAX_N)
+
+
 def work_width(system, d):
     return 3 * d if system.family == "attention" else d
 
@@ -387,8 +421,23 @@ def work_width(system, d):
 @_reports_user_errors
 def run(system, x, traj, plan):
     """Integrate in place: ``x`` (R, N, d) is advanced, ``traj`` (K, R, N, d) filled."""
-    loops = loops_for(system)
+    global ensemble_calls
     R, N, d = x.shape
+    if takes_ensemble_kernel(system, plan, N):
+        numba = _numba()
+        # sets handed out a few at a time as threads free up (a thread that the OS holds back on a shared
+        # machine does not hold the others up), about 8 chunks per thread
+        chunk = max(1, R // (8 * numba.get_num_threads()))
+        old = numba.set_parallel_chunksize(chunk)
+        try:
+            ensemble_loops().run_ensemble(x, traj, plan.nsteps, plan.save_every, plan.A, plan.B, plan.dt,
+                                          plan.dt_last, np.ascontiguousarray(system.params), plan.coupling,
+                                          plan.sphere, plan.project)
+        finally:
+            numba.set_parallel_chunksize(old)
+        ensemble_calls += 1
+        return
+    loops = loops_for(system)
     S = plan.B.shape[0]
     params = np.ascontiguousarray(system.params)
     if plan.method == "rbmr":
