@@ -866,8 +866,11 @@ class PhaseDiagramStudy(Study):
     (:func:`span_coordinates`: exact up to rounding, so a cell costs about the
     same for d = 32 and d = 1024 and the cells are balanced on a cluster).
     Full mode: beta = 0.1, 0.2, .., 9 (90 values), 4 blocks of 256 = 2^10
-    initialisations per cell (2160 cells of 3-9 s on one core, measured on a loaded machine:
-    about 3-5 core-hours, about 300 MB per worker); quick mode:
+    initialisations per cell (2160 cells of 0.4-1.6 s on one core with the
+    cpu backend's fused ensemble kernel and the incremental pair tracker
+    :class:`validation.studies._pairstats.PairTracker`: 19 min wall on 2 local
+    processes of an idle 2-core machine, about 500 MB per worker; see
+    benchmarks/README.md); quick mode:
     beta in {0.5, 1, 2, .., 9}, one block of 8 (about 6 s).
 
     Stored per cell and saved time: the number of initialisations with
