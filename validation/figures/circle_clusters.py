@@ -2,7 +2,7 @@ r"""d = 2: metastable clusters on the circle before collapse (THEORY Part C, the
 
 Top: snapshots of one fixed initialisation of n = 32 tokens on the circle
 (the same for every beta) moving by SA with the step of the authors' scripts
-(``sphere.py``, ``phase-diagrams.py``): ambient Euler x <- (x + h a)/|x + h a|,
+(``sphere.py``, ``phase-diagrams.py``): ambient Euler ``x <- (x + h a)/|x + h a|``,
 h = 0.1 (the title names the scheme of the records); each token
 keeps the colour of its initial angle, and the number under a circle is its
 cluster count. Bottom: the cluster count over the initialisations vs time

@@ -4,7 +4,7 @@ One panel per dimension d: the probability P(<x_1(t), x_2(t)> > 1 - 1e-3)
 that two tokens are clustered, over time t in [0, 30] and inverse
 temperature beta, for n = 32 tokens uniform on S^(d-1) moving by SA (T19),
 with the step of the authors' ``phase-diagrams.py``: ambient Euler
-x <- (x + h a)/|x + h a|, h = 0.1 (the title names the scheme the records
+``x <- (x + h a)/|x + h a|``, h = 0.1 (the title names the scheme the records
 were computed with). The probability is the study's all-pairs estimate
 (the mean over initialisations of the fraction of pairs within 1 - 1e-3,
 the same probability by exchangeability). Overlaid on every panel: the

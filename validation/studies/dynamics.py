@@ -23,7 +23,7 @@ otherwise), Q = K = V = I, tokens on the unit sphere, no noise, and the
 replica axis (x0 of shape (R, n, d)) for several initialisations in one call.
 The two studies of the paper's figures (``phase_diagram``, ``circle_clusters``)
 run the step of the authors' public scripts instead: ambient explicit Euler,
-``scheme="ambient_euler"``, x <- (x + h a(x)) / |x + h a(x)| with the
+``scheme="ambient_euler"``, ``x <- (x + h a(x)) / |x + h a(x)|`` with the
 unprojected attention output a (self included) and h = 0.1. That is what
 ``phase-diagrams.py`` (its ``--use_softmax`` mode, the paper's phase diagram)
 and ``sphere.py`` of ``borjanG/2023-transformers-rotf`` do (read at commit
@@ -839,7 +839,7 @@ class PhaseDiagramStudy(Study):
     S^(d-1), d in {2, 8, 32, 128, 512, 1024}; the step of the authors'
     ``phase-diagrams.py`` (``--use_softmax``, the paper's phase diagram; read
     at commit 538ba83 of ``borjanG/2023-transformers-rotf``): ambient
-    explicit Euler, ``scheme="ambient_euler"``, x <- (x + h a)/|x + h a| with
+    explicit Euler, ``scheme="ambient_euler"``, ``x <- (x + h a)/|x + h a|`` with
     a = softmax(beta X X^T) X (self included, not projected), h = 0.1, up to
     t = 30, every step saved. The event is strict, ``<x_i, x_j> > 1 - eps``,
     as the script's ``inner_prods > 0.999``. The script's 200 checkpoints
@@ -1099,7 +1099,7 @@ class CircleClustersStudy(Study):
     step of the authors' public scripts (``sphere.py``, which draws their
     circle and sphere movies, and ``phase-diagrams.py``, read at commit
     538ba83 of ``borjanG/2023-transformers-rotf``): ambient explicit Euler,
-    ``scheme="ambient_euler"``, x <- (x + h a)/|x + h a| with the unprojected
+    ``scheme="ambient_euler"``, ``x <- (x + h a)/|x + h a|`` with the unprojected
     attention output a, h = 0.1; states saved every 0.5. (Only the step is
     theirs: ``sphere.py`` runs n = 64, d = 3, beta = 1 by default and counts
     no clusters; n, beta and the count rule here are the library's.)
