@@ -39,8 +39,9 @@ Verdicts (per cell (d, beta) where every run reaches 1/2 before T):
   t = 30, so its discretisation error has no order to state.
 
 The cells integrate in span coordinates for d > n (:func:`validation.studies.dynamics.span_coordinates`,
-as ``phase_diagram``) and with the ``reference`` backend (vectorised over the replica axis; measured
-faster than ``cpu`` for these small ensembles). Quick mode: 8 initialisations in each of the cells
+as ``phase_diagram``) and with the ``reference`` backend (vectorised over the replica axis; it measured
+faster than the ``cpu`` backend's general loops for these small ensembles, before the fused ensemble kernel
+existed; the two have not been compared since). Quick mode: 8 initialisations in each of the cells
 (d, beta) = (32, 4), (2, 4) (t_50 and the counts) and (2, 9) (the counts; its t_50 is not reached by 30),
 about 17 s on a loaded 2-core machine (load average 3.7); full mode: (2, 0.5), (2, 1), (32, 3), (32, 5),
 (128, 4), (128, 6) and the two circle cells, 4 blocks of 32 initialisations each.
@@ -205,7 +206,7 @@ class PhaseDiscretisationStudy(Study):
     REF_FRACTION = 0.05
     CONFIDENCE = 0.95
     N_BOOT = 1000
-    BACKEND = "reference"  # vectorised NumPy over the replica axis: faster than the per-token loops here
+    BACKEND = "reference"  # vectorised NumPy over the replica axis: it beat the cpu backend's general loops here
 
     result_fields = {
         "runs.{run}.tau": ("(R, n (n - 1) / 2)", "per initialisation and pair (i < j): first time with "
