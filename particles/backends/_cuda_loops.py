@@ -34,9 +34,8 @@ import math  # noqa: F401  (the _loops routines bound into this namespace use it
 
 import numpy as np
 
-STREAM_NOISE = 1
-STREAM_PERM = 2
-STREAM_SUBSET = 3
+from particles._rng import STREAM_NOISE, STREAM_PERM, STREAM_SUBSET  # noqa: F401  (one home: the stream ids)
+
 ZERO_OUT = False  # True for a user's kernel: ``out`` zeroed before each call (see ``_loops.ZERO_OUT``)
 
 

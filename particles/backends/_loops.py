@@ -27,10 +27,7 @@ import math
 import numpy as np
 from numba import prange
 
-STREAM_NOISE = 1
-STREAM_PERM = 2
-STREAM_SUBSET = 3
-
+from particles._rng import STREAM_NOISE, STREAM_PERM, STREAM_SUBSET  # noqa: F401  (one home: the stream ids)
 
 # --- kernel family -------------------------------------------------------------
 # A user's kernel or drift that leaves a component of ``out`` unwritten must not add whatever the scratch held:
