@@ -203,13 +203,7 @@ def fit_rate(levels, errors, *, replicate_errors=None, confidence=0.95, n_boot=2
     interval is not valid; pass ``replicate_errors``. The slope itself is the
     same in both methods (least squares on the given ``errors``).
     """
-    try:
-        conf = float(confidence)
-    except (TypeError, ValueError):
-        conf = math.nan
-    if isinstance(confidence, bool) or not (0.0 < conf < 1.0):
-        raise ValueError(f"confidence must be a number in (0, 1), got {_plain(confidence)!r}")
-    confidence = conf
+    confidence = _check_confidence(confidence)
     rep = None
     if replicate_errors is not None:
         try:
@@ -257,6 +251,16 @@ def fit_rate(levels, errors, *, replicate_errors=None, confidence=0.95, n_boot=2
                    r2=float(r2), levels_used=(float(lv.min()), float(lv.max())), method=method, n_levels=n)
 
 
+def _check_confidence(confidence):
+    try:
+        conf = float(confidence)
+    except (TypeError, ValueError):
+        conf = math.nan
+    if isinstance(confidence, bool) or not (0.0 < conf < 1.0):
+        raise ValueError(f"confidence must be a number in (0, 1), got {_plain(confidence)!r}")
+    return conf
+
+
 def fit_rate_resampled(levels, errors, resampled_errors, *, confidence=0.95):
     r"""Log-log slope of ``errors`` vs ``levels`` with a percentile interval from errors recomputed on resamples.
 
@@ -297,12 +301,7 @@ def fit_rate_resampled(levels, errors, resampled_errors, *, confidence=0.95):
     >>> round(fit.slope, 12), round(fit.ci_low, 12), round(fit.ci_high, 12)
     (1.0, 1.0, 1.0)
     """
-    try:
-        conf = float(confidence)
-    except (TypeError, ValueError):
-        conf = math.nan
-    if isinstance(confidence, bool) or not (0.0 < conf < 1.0):
-        raise ValueError(f"confidence must be a number in (0, 1), got {_plain(confidence)!r}")
+    conf = _check_confidence(confidence)
     lv, er = _check_levels_errors(levels, errors)
     try:
         rows = np.asarray(resampled_errors, dtype=np.float64)
