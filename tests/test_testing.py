@@ -27,6 +27,11 @@ from hypothesis import strategies as st
 import attention_theory as at
 import particles
 import validation.stats
+import validation.stats.decisions
+import validation.stats.intervals
+import validation.stats.multiple
+import validation.stats.unbiasedness
+import validation.stats.variance
 import validation.testing
 from attention_theory.bounds import weight_second_moment
 from particles import integrators, systems
@@ -320,7 +325,11 @@ def test_strategy_bad_input(call, match):
 # --------------------------------------------------------------------------- docstring examples
 
 
-@pytest.mark.parametrize("module", [validation.testing, validation.stats], ids=lambda m: m.__name__)
+_DOCTESTED = [validation.testing, validation.stats.unbiasedness, validation.stats.variance,
+              validation.stats.multiple, validation.stats.intervals, validation.stats.decisions]
+
+
+@pytest.mark.parametrize("module", _DOCTESTED, ids=lambda m: m.__name__)
 def test_docstring_examples_run(module):
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS, raise_on_error=False)
     assert result.attempted > 0 and result.failed == 0

@@ -1,4 +1,4 @@
-r"""Numeric bounds and exact predictions for the attention estimators (plain NumPy).
+r"""T9-T18: numeric bounds and exact predictions for the attention estimators (plain NumPy).
 
 Every function evaluates a formula of THEORY.md whose derivation lives in
 :mod:`attention_theory.symbolic`; the tests check that the two agree on random
