@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 __all__ = ["Study", "Cell", "Record", "Verdict", "register", "REGISTRY", "get_study", "cell_seed", "canonical",
-           "flatten_result", "declared_fields", "field_pattern"]
+           "flatten_result", "declared_fields", "field_pattern", "group_records", "info_verdict"]
 
 MODES = ("quick", "full")
 
@@ -134,13 +134,33 @@ class Study:
     labels: ClassVar[tuple[str, ...]] = ()
     result_fields: ClassVar[dict[str, tuple[str, str]]] = {}
 
+    #: Sizes as data: ``{"quick": grid, "full": grid}``, a grid being one parameter dict or a list of them.
+    #: The default :meth:`grid` returns copies of it; a study whose grid is computed overrides :meth:`grid`.
+    GRID: ClassVar[dict] = {}
+    #: ``{"quick": R, "full": R}``: replicates per parameter dict read by the default :meth:`replicates`
+    #: (1 when absent).
+    REPLICATES: ClassVar[dict] = {}
+
     def grid(self, mode: str) -> list[dict]:
-        """Parameter dicts (JSON-serialisable) for ``mode`` in {"quick", "full"}."""
-        raise NotImplementedError
+        """Parameter dicts (JSON-serialisable) for ``mode`` in {"quick", "full"}; by default from :attr:`GRID`."""
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}; got {mode!r}")
+        if mode not in self.GRID:
+            raise NotImplementedError(f"{type(self).__name__} defines neither GRID[{mode!r}] nor grid()")
+        g = self.GRID[mode]
+        return [dict(g)] if isinstance(g, dict) else [dict(p) for p in g]
 
     def replicates(self, mode: str) -> int:
-        """Number of replicates (independent seeds) per parameter dict."""
-        return 1
+        """Number of replicates (independent seeds) per parameter dict; by default from :attr:`REPLICATES`."""
+        return int(self.REPLICATES.get(mode, 1))
+
+    def group(self, records: list[Record], mode: str) -> list[tuple[dict, list[Record]]]:
+        """The records of each parameter dict of ``grid(mode)``, in grid order (see :func:`group_records`)."""
+        return group_records(records, self.grid(mode))
+
+    def info(self, claim: str, label: str, predicted: Any, why: str, details: dict | None = None) -> Verdict:
+        """An informational verdict of this study (``passed=None``): the records do not allow the check."""
+        return info_verdict(self.name, claim, label, predicted, why, details)
 
     def measure(self, params: dict, seed: int) -> dict:
         """Run one cell; returns a JSON-serialisable dict of numbers and lists.
@@ -161,6 +181,21 @@ class Study:
 
     def __repr__(self) -> str:
         return f"<Study {self.name} v{self.version}: {self.title}>"
+
+
+def group_records(records: list[Record], grid: list[dict]) -> list[tuple[dict, list[Record]]]:
+    """Pairs (params, records) for each parameter dict of ``grid`` in grid order, records sorted by replicate;
+    records of parameters outside the grid are left out."""
+    by_key: dict[str, list[Record]] = {}
+    for rec in records:
+        by_key.setdefault(canonical(rec.params), []).append(rec)
+    return [(params, sorted(by_key.get(canonical(params), []), key=lambda r: r.replicate)) for params in grid]
+
+
+def info_verdict(study: str, claim: str, label: str, predicted: Any, why: str, details: dict | None = None):
+    """An informational :class:`Verdict` (``passed=None``, no measurement): ``rule`` says why not evaluated."""
+    return Verdict(study=study, claim=claim, label=label, predicted=predicted, measured=float("nan"),
+                   interval=None, tolerance=None, passed=None, rule=f"not evaluated: {why}", details=details or {})
 
 
 REGISTRY: dict[str, Study] = {}
