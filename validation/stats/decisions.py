@@ -43,13 +43,6 @@ def _count(name, value, low=0):
     return int(value)
 
 
-def _open_prob(name, value):
-    value = _check_prob(name, value)
-    if value <= 0.0 or value >= 1.0:
-        raise ValueError(f"{name} must be in (0, 1), got {value!r}")
-    return value
-
-
 def bonferroni_z(alpha, m=1, *, sides=2):
     """Critical value of m normal tests at family-wise level ``alpha``: ``norm.isf(alpha / (sides * m))``.
 
@@ -60,7 +53,7 @@ def bonferroni_z(alpha, m=1, *, sides=2):
     """
     from scipy import stats
 
-    alpha = _open_prob("alpha", alpha)
+    alpha = _check_prob("alpha", alpha)
     m = _count("m", m, 1)
     if sides not in (1, 2):
         raise ValueError(f"sides must be 1 or 2, got {_plain(sides)!r}")
@@ -75,7 +68,7 @@ def bonferroni_level(confidence, m=1):
     >>> bonferroni_level(0.95, 5)
     0.99
     """
-    confidence = _open_prob("confidence", confidence)
+    confidence = _check_prob("confidence", confidence)
     m = _count("m", m, 1)
     return 1.0 - (1.0 - confidence) / m
 
@@ -138,7 +131,7 @@ def binomial_lower(successes, trials, confidence):
     successes = _count("successes", successes, 0)
     if successes > trials:
         raise ValueError(f"successes must be <= trials ({trials}), got {successes}")
-    confidence = _open_prob("confidence", confidence)
+    confidence = _check_prob("confidence", confidence)
     if successes == 0:
         return 0.0
     return float(stats.beta.ppf(1.0 - confidence, successes, trials - successes + 1))
@@ -158,7 +151,7 @@ def binomial_interval(successes, trials, confidence):
     successes = _count("successes", successes, 0)
     if successes > trials:
         raise ValueError(f"successes must be <= trials ({trials}), got {successes}")
-    confidence = _open_prob("confidence", confidence)
+    confidence = _check_prob("confidence", confidence)
     tail = (1.0 - confidence) / 2.0
     low = 0.0 if successes == 0 else float(stats.beta.ppf(tail, successes, trials - successes + 1))
     high = 1.0 if successes == trials else float(stats.beta.isf(tail, successes + 1, trials - successes))
