@@ -26,7 +26,24 @@ settings.register_profile("nightly", deadline=None, max_examples=500)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
 
 # fixtures of the study and figure test modules (quick records cached per session, one Numba thread)
+import validation.studies  # noqa: E402, F401  (the suite is the program's edge: it registers the built-in studies)
+
 from ._study_helpers import one_numba_thread, quick_records, quick_store  # noqa: E402, F401
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _one_numba_thread_by_default():
+    """One Numba thread in the test process unless a test raises it: on a shared 2-core machine parallel
+    regions of many short steps mostly wait for each other (the same test measured 12 s and 169 s). Results do
+    not depend on the thread count (counter-based streams); ``tests/test_rng.py`` checks that across thread
+    counts in fresh processes, which this setting does not reach."""
+    import numba
+
+    before = numba.get_num_threads()
+    numba.set_num_threads(1)
+    yield
+    numba.set_num_threads(before)
+
 
 BACKENDS = ["reference", "cpu"]
 # the cuda backend (numba-cuda installed): under the simulator at small sizes, or on a GPU (see above)

@@ -263,19 +263,18 @@ def _cwd_on_path() -> None:
 
 
 def _study(name: str):
-    from validation.study import REGISTRY, get_study
+    from validation.catalog import get_study
 
     try:
-        return REGISTRY.get(name) or get_study(name)  # registered by --import: no need to load the built-ins
+        return get_study(name)  # registered by --import: the built-ins are not loaded
     except KeyError as exc:
         raise _Usage(exc.args[0]) from None
 
 
 def _all_studies():
-    import validation.studies  # noqa: F401  (registers the built-in studies)
-    from validation.study import REGISTRY
+    from validation.catalog import all_studies
 
-    return [REGISTRY[name] for name in sorted(REGISTRY)]
+    return all_studies()
 
 
 @contextlib.contextmanager

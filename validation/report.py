@@ -26,8 +26,9 @@ import os
 import textwrap
 from dataclasses import dataclass, field
 
-from validation.store import ResultStore, _jsonable, package_version
-from validation.study import MODES, REGISTRY, Record, Verdict, canonical, get_study
+from validation.catalog import get_study, load_builtin_studies
+from validation.store import ResultStore, _jsonable, package_version, select_records
+from validation.study import MODES, REGISTRY, Verdict
 
 __all__ = ["report", "Report", "StudyReport", "verdict_word", "select_records"]
 
@@ -230,38 +231,9 @@ def _study_text(s: StudyReport) -> list[str]:
     return lines
 
 
-def _pick_mode(cells_by_mode: dict, stored: set) -> str:
-    for m in ("full", "quick"):
-        if cells_by_mode[m] and set(cells_by_mode[m]) <= stored:
-            return m
-
-    def fraction(m):
-        cells = cells_by_mode[m]
-        return len(set(cells) & stored) / len(cells) if cells else 0.0
-
-    return max(MODES, key=lambda m: (fraction(m), m == "quick"))
-
-
 def _one_line(exc: BaseException) -> str:
     text = " ".join(str(exc).split())
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
-def select_records(store: ResultStore, study, mode: str | None = None) -> tuple[str, list[Record], int, int]:
-    """The stored records of ``study`` that a report (or a figure) uses.
-
-    Returns ``(mode, records, expected, stray)``: the mode (``mode`` when
-    given, else chosen as in the module docstring), the records of the
-    study's current version whose cells belong to that mode's grid, in cell
-    order, the number of cells the mode has, and the number of stored cells
-    that belong to no grid. Raises whatever ``study.cells`` raises.
-    """
-    cells_by_mode = {m: [(canonical(c.params), c.replicate) for c in study.cells(m)] for m in MODES}
-    records = {(canonical(r.params), r.replicate): r for r in store.records(study.name, study.version)}
-    stray = len(set(records) - {k for cells in cells_by_mode.values() for k in cells})
-    mode = mode or _pick_mode(cells_by_mode, set(records))
-    order = cells_by_mode[mode]
-    return mode, [records[k] for k in order if k in records], len(order), stray
 
 
 def _study_report(store: ResultStore, study, mode: str | None) -> StudyReport:
@@ -321,8 +293,7 @@ def report(store: ResultStore | str | os.PathLike, study_names: list[str] | None
         notes = []
         stored = store.studies()
         if study_names is None:
-            import validation.studies  # noqa: F401  (registers the built-in studies)
-
+            load_builtin_studies()
             names = []
             for name, version in stored:
                 study = REGISTRY.get(name)
@@ -336,7 +307,7 @@ def report(store: ResultStore | str | os.PathLike, study_names: list[str] | None
         else:
             names = list(dict.fromkeys(study_names))
         # a study registered by the caller (--import) needs no import of the built-in families (seconds)
-        studies = [REGISTRY.get(n) or get_study(n) for n in names]
+        studies = [get_study(n) for n in names]
         return Report(str(store.path), [_study_report(store, s, mode) for s in studies], notes)
     finally:
         if own:

@@ -51,8 +51,9 @@ import traceback
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+from validation.catalog import get_study
 from validation.store import ResultStore, dump_result
-from validation.study import MODES, REGISTRY, Record, Study, canonical, cell_seed, get_study
+from validation.study import MODES, Record, Study, canonical, cell_seed
 
 __all__ = ["run_study", "execute_cell", "local_pool", "stop_pool", "connect_scheduler", "RunSummary", "CellFailure",
            "RunError", "RunInterrupted", "MAX_FAILURE_LINES"]
@@ -151,14 +152,14 @@ def execute_cell(study_name: str, params: dict, seed: int, *, module: str | None
 
     Imports the study registry in the worker (``module`` first, when the study
     is defined outside :mod:`validation.studies`), looks the study up with
-    :func:`validation.study.get_study` and returns ``study.measure(params, seed)``.
+    :func:`validation.catalog.get_study` and returns ``study.measure(params, seed)``.
     With ``version`` given, a worker whose study has another version refuses
     (a cluster running other code must not mix its results in).
     """
     if module:
         importlib.import_module(module)
-    # get_study imports every built-in study family (scipy & co.): only when the module did not register it
-    study = REGISTRY.get(study_name) or get_study(study_name)
+    # the catalog imports the built-in study families (scipy & co.) only when the module did not register it
+    study = get_study(study_name)
     if version is not None and study.version != version:
         raise RuntimeError(f"the worker has {study_name} version {study.version}, the runner expects {version}")
     return study.measure(params, seed)

@@ -60,10 +60,10 @@ import socket
 import sqlite3
 from pathlib import Path
 
-from validation.study import Record, canonical
+from validation.study import MODES, Record, canonical
 
 __all__ = ["ResultStore", "StoreError", "SCHEMA_VERSION", "MAGIC", "APPLICATION_ID", "package_version",
-           "load_records", "records_table", "records_frame", "export_records", "EXPORT_FORMATS"]
+           "load_records", "records_table", "records_frame", "export_records", "EXPORT_FORMATS", "select_records"]
 
 #: Value of ``meta.magic`` in every store.
 MAGIC = "particle-attention results store"
@@ -399,11 +399,13 @@ _TAIL_COLUMNS = ("elapsed", "worker", "finished_at", "package_version")
 
 
 def _resolve(store, study):
-    from validation.study import REGISTRY, Study, get_study
+    # the store never loads the study plugins: a name must be registered (validation.catalog.get_study, the
+    # command line and the runner register the built-ins)
+    from validation.study import Study, get_study
 
     if isinstance(study, Study):
         return study
-    return REGISTRY.get(study) or get_study(study)
+    return get_study(study)
 
 
 def _opened(store):
@@ -426,7 +428,6 @@ def load_records(store, study, *, mode: str | None = None) -> tuple[str, list[Re
         Default: full when all its cells are stored, else quick when all are, else the mode with the larger
         stored fraction (as :func:`validation.report.report` chooses).
     """
-    from validation.report import select_records
     from validation.study import MODES
 
     if mode is not None and mode not in MODES:
@@ -447,7 +448,6 @@ def records_table(store, study, *, mode: str | None = None) -> tuple[list[str], 
     Columns: see the module docstring (``params.*`` and ``result.*`` flattened with dotted names; a value
     that is a list stays a list). A field that some cells do not store is None in their rows.
     """
-    from validation.report import select_records
     from validation.study import MODES, canonical, flatten_result
 
     if mode is not None and mode not in MODES:
@@ -611,3 +611,36 @@ def export_records(store, study, out, *, format: str = "csv", mode: str | None =
             for r in rows:
                 fh.write(json.dumps({c: _finite_or_none(r[c]) for c in columns}, allow_nan=False) + "\n")
     return chosen, len(rows), len(columns)
+
+
+# --------------------------------------------------------------------------- which records a report uses
+
+
+def _pick_mode(cells_by_mode: dict, stored: set) -> str:
+    for m in ("full", "quick"):
+        if cells_by_mode[m] and set(cells_by_mode[m]) <= stored:
+            return m
+
+    def fraction(m):
+        cells = cells_by_mode[m]
+        return len(set(cells) & stored) / len(cells) if cells else 0.0
+
+    return max(MODES, key=lambda m: (fraction(m), m == "quick"))
+
+
+def select_records(store: ResultStore, study, mode: str | None = None) -> tuple[str, list, int, int]:
+    """The stored records of ``study`` that a report (or a figure) uses.
+
+    Returns ``(mode, records, expected, stray)``: the mode (``mode`` when
+    given, else full when all its cells are stored, else quick when all are, else the mode with the
+    larger stored fraction), the records of the
+    study's current version whose cells belong to that mode's grid, in cell
+    order, the number of cells the mode has, and the number of stored cells
+    that belong to no grid. Raises whatever ``study.cells`` raises.
+    """
+    cells_by_mode = {m: [(canonical(c.params), c.replicate) for c in study.cells(m)] for m in MODES}
+    records = {(canonical(r.params), r.replicate): r for r in store.records(study.name, study.version)}
+    stray = len(set(records) - {k for cells in cells_by_mode.values() for k in cells})
+    mode = mode or _pick_mode(cells_by_mode, set(records))
+    order = cells_by_mode[mode]
+    return mode, [records[k] for k in order if k in records], len(order), stray

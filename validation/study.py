@@ -9,7 +9,8 @@ cell by cell. :meth:`Study.verdicts` turns the stored results into
 :class:`Verdict` objects: prediction, measurement, interval, pass/fail.
 
 Concrete studies live in :mod:`validation.studies` and register themselves
-with :func:`register`.
+with :func:`register`; this module never imports them (the program's edge
+does, through :mod:`validation.catalog`).
 """
 
 from __future__ import annotations
@@ -213,12 +214,16 @@ def register(cls):
 
 
 def get_study(name: str) -> Study:
-    """Look a study up by name (importing the built-in studies first)."""
-    import validation.studies  # noqa: F401  (registers the built-in studies)
+    """Look a registered study up by name.
 
+    The registry does not load its plugins: the built-in studies are registered when
+    :mod:`validation.studies` is imported. :func:`validation.catalog.get_study` does that on a miss (the
+    command line, the runner, the report and the figures use it).
+    """
     if name not in REGISTRY:
         known = ", ".join(sorted(REGISTRY)) or "(none)"
-        raise KeyError(f"unknown study {name!r}; known studies: {known}")
+        raise KeyError(f"unknown study {name!r}; known studies: {known} (the built-in studies register when "
+                       "validation.studies is imported; validation.catalog.get_study does that)")
     return REGISTRY[name]
 
 
@@ -249,17 +254,11 @@ def flatten_result(result: dict, sep: str | None = ".") -> dict:
 
 
 def declared_fields(study: Study) -> dict[str, tuple[str, str]] | None:
-    """The result fields a study declares (``Study.result_fields``), or those declared for it, by name and
-    version, in :data:`validation.studies.fields.RESULT_FIELDS`; None when nothing is declared."""
+    """The result fields a study declares (``Study.result_fields``; the built-in studies that keep theirs in
+    :data:`validation.studies.fields.RESULT_FIELDS` get them attached when they register); None when nothing
+    is declared."""
     own = getattr(study, "result_fields", None)
-    if own:
-        return dict(own)
-    try:
-        from validation.studies.fields import RESULT_FIELDS
-    except ImportError:  # pragma: no cover
-        return None
-    found = RESULT_FIELDS.get((study.name, study.version))
-    return dict(found) if found else None
+    return dict(own) if own else None
 
 
 def field_pattern(key: str | tuple, patterns, sep: str = ".") -> str | None:

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
+from validation.catalog import get_study
 from validation.provenance import provenance
-from validation.study import Record, Study, Verdict, canonical, get_study
+from validation.study import Record, Study, Verdict, canonical
 
 __all__ = ["FigureError", "StudyData", "load_inputs", "save_figure", "render", "fit_layout", "new_figure", "STYLE",
            "DPI", "FORMATS", "DEFAULT_FORMATS", "check_formats", "check_size", "check_dpi", "verdict_of",
