@@ -34,25 +34,28 @@ import math
 import numpy as np
 import pytest
 from numpy.testing import assert_allclose
-from scipy import stats
 
 from attention_theory import bounds
 from attention_theory.bounds import (
     batch_variance_factor,
     effective_sample_size,
+    estimator_cost_per_query,
+    ra_variance_bound,
     rba_exact_bias,
     rfa_bias_variance,
+    rfa_first_order,
     rff_positive_variance,
     rff_trig_variance,
     weight_second_moment,
 )
 from particles.batching import batch_bounds, partition
+from validation.stats import bonferroni_z
 
 ALPHA_FAMILY = 1e-3
 
 
 def z_crit(num_tests):
-    return stats.norm.isf(ALPHA_FAMILY / (2 * num_tests))
+    return bonferroni_z(ALPHA_FAMILY, num_tests)
 
 
 def accepts(z):
@@ -274,6 +277,62 @@ def test_rfa_bias_variance_shapes_scaling_and_reproducibility():
     big = rfa_bias_variance(10 * q, 10 * k, np.stack([v, v], 1), 4, rng=1, n_mc=200)
     assert big.bias.shape == (3, 2)
     assert np.all(np.isfinite(big.bias)) and np.all(np.isfinite(big.variance))
+
+
+def test_rfa_first_order_is_the_prediction_at_one_feature_flattened():
+    rng = np.random.default_rng(4)
+    q, k, v = ball(rng, 3, 2, 0.5), ball(rng, 5, 2, 0.5), rng.standard_normal((5, 2))
+    at_one = rfa_bias_variance(q, k, v, 1, rng=9, n_mc=500)
+    first = rfa_first_order(q, k, v, rng=9, n_mc=500)
+    assert first.bias.shape == first.variance.shape == first.bias_se.shape == first.variance_se.shape == (6,)
+    assert_allclose(first.bias, at_one.bias.ravel(), rtol=0, atol=0)
+    assert_allclose(first.variance_se, at_one.variance_se.ravel(), rtol=0, atol=0)
+    assert_allclose(first.weight_second_moment, at_one.weight_second_moment, rtol=0, atol=0)
+    # the scalars, written out from their definitions
+    b = at_one.bias.ravel()
+    u = b / math.sqrt(sum(x * x for x in b))
+    assert_allclose(np.linalg.norm(first.direction), 1.0, rtol=1e-14)
+    assert_allclose(first.projected_bias, math.sqrt(sum(x * x for x in b)), rtol=1e-12)
+    assert_allclose(first.projected_bias_se, sum(abs(ui) * se for ui, se in zip(u, at_one.bias_se.ravel())),
+                    rtol=1e-12)
+    assert_allclose(first.trace_variance, sum(at_one.variance.ravel()), rtol=1e-12)
+    assert_allclose(first.trace_variance_se, sum(at_one.variance_se.ravel()), rtol=1e-12)
+    assert_allclose(first.mse, sum(at_one.variance.ravel()) / 6, rtol=1e-12)
+    assert_allclose(first.mse_se, math.sqrt(sum(x * x for x in at_one.variance_se.ravel())) / 6, rtol=1e-12)
+
+
+def test_ra_variance_bound_is_popoviciu_and_holds_for_every_query():
+    v = np.array([[0.0, 2.0], [1.0, -1.0], [3.0, 0.5]])
+    assert_allclose(ra_variance_bound(v), [9.0 / 4.0, 9.0 / 4.0], rtol=0, atol=0)
+    assert_allclose(ra_variance_bound(np.array([1.0, -1.0, 0.0])), 1.0, rtol=0, atol=0)
+    # one RA draw is v_m with probability pi_nm: its variance, computed exactly, stays below the bound
+    rng = np.random.default_rng(11)
+    q, k, vv = rng.standard_normal((6, 2)), rng.standard_normal((7, 2)), rng.standard_normal((7, 3))
+    pi = np.exp(q @ k.T)
+    pi /= pi.sum(axis=1, keepdims=True)
+    var = pi @ vv**2 - (pi @ vv) ** 2
+    assert np.all(var <= ra_variance_bound(vv))
+    # attained by two equally likely values at the ends of the range
+    two = np.array([[-1.0], [3.0]])
+    p2 = np.array([[0.5, 0.5]])
+    assert_allclose((p2 @ two**2 - (p2 @ two) ** 2)[0], ra_variance_bound(two), rtol=1e-15)
+    with pytest.raises(ValueError, match="^v must be"):
+        ra_variance_bound(np.zeros((2, 2, 2)))
+
+
+@pytest.mark.parametrize(("family", "size", "expected"), [
+    ("RFA", 4, 12.0),  # S (N + M) / N = 4 * 24 / 8
+    ("LARA", 4, 14.0),  # C (N + M + C) / N = 4 * 28 / 8
+    ("RA", 3, 64.0),  # M (R + 1) = 16 * 4
+    ("RBA", 5, 5.0),  # p
+])
+def test_estimator_cost_per_query(family, size, expected):
+    assert estimator_cost_per_query(family, size, 8, 16) == expected
+
+
+def test_estimator_cost_per_query_names_an_unknown_family():
+    with pytest.raises(ValueError, match="^family must be one of RFA, LARA, RA, RBA, got 'softmax'"):
+        estimator_cost_per_query("softmax", 4, 8, 16)
 
 
 # --- T18: random batch attention ----------------------------------------------------------------------------

@@ -57,10 +57,10 @@ import numpy as np
 import pytest
 from numpy.testing import assert_allclose
 from scipy.special import logsumexp
-from scipy.stats import norm
 
 import attention_theory as at
 import particles
+from validation.stats import bonferroni_z
 
 pytestmark = pytest.mark.statistical
 
@@ -98,7 +98,7 @@ def z_scores(x, target):
 
 def bonferroni_rejects(z, alpha=ALPHA):
     """Two-sided, family-wise level alpha over the len(z) coordinates."""
-    return bool(np.max(np.abs(z)) > norm.ppf(1 - alpha / (2 * z.size)))
+    return bool(np.max(np.abs(z)) > bonferroni_z(alpha, z.size))
 
 
 def replicate(fn, r):
@@ -129,7 +129,7 @@ def bias_order(levels, draw, target, r, alpha=ALPHA):
     wts = (2 * b2s / ses) ** 2  # 1 / var(log |bias|)
     xm = np.sum(wts * x) / wts.sum()
     slope = np.sum(wts * (x - xm) * (y - np.sum(wts * y) / wts.sum())) / np.sum(wts * (x - xm) ** 2)
-    half = norm.ppf(1 - alpha / 2) / math.sqrt(np.sum(wts * (x - xm) ** 2))
+    half = bonferroni_z(alpha) / math.sqrt(np.sum(wts * (x - xm) ** 2))
     return True, (slope - half, slope + half)
 
 

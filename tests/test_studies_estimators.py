@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from validation.studies import estimators as est
+from validation.studies.estimators import rfa_bias_variance as rfa_study
 from validation.study import REGISTRY, cell_seed, get_study
 
 from ._study_helpers import relabel, run_cells
@@ -102,8 +103,7 @@ def test_a_cell_is_reproducible_from_its_seed(name):
 def test_rfa_measured_numbers_are_first_order(quick_records):
     study = get_study("rfa_bias_variance")
     rows = study.summarise(quick_records("rfa_bias_variance"))
-    pred = est._rfa_prediction(study.INPUTS)
-    c_var = pred["var"].sum()
+    c_var = rfa_study._rfa_prediction(study.INPUTS).trace_variance
     s = np.array([r["S"] for r in rows])
     np.testing.assert_allclose(np.array([r["tvar"] for r in rows]) * s, c_var, rtol=0.2)
     assert all(r["bias"] > 0 for r in rows)
@@ -112,9 +112,9 @@ def test_rfa_measured_numbers_are_first_order(quick_records):
 def test_rfa_wrong_prediction_fails(quick_records, monkeypatch):
     study = get_study("rfa_bias_variance")
     records = quick_records("rfa_bias_variance")
-    true = est._rfa_prediction(study.INPUTS)
-    wrong = {**true, "bias": 1.6 * true["bias"], "var": 1.3 * true["var"]}
-    monkeypatch.setattr(est, "_rfa_prediction", lambda spec: wrong)
+    true = rfa_study._rfa_prediction(study.INPUTS)
+    wrong = dataclasses.replace(true, bias=1.6 * true.bias, variance=1.3 * true.variance)
+    monkeypatch.setattr(rfa_study, "_rfa_prediction", lambda spec: wrong)
     verdicts = [v for v in study.verdicts(records, "quick") if "matches the first-order" in v.claim]
     assert len(verdicts) == 2 and not any(v.passed for v in verdicts)
 

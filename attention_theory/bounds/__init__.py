@@ -16,10 +16,14 @@ Every public function of the submodules is importable from here.
 from attention_theory.bounds.estimators import (
     RBA_EXACT_MAX_TOKENS,
     RFABiasVariance,
+    RFAFirstOrder,
     batch_variance_factor,
     effective_sample_size,
+    estimator_cost_per_query,
+    ra_variance_bound,
     rba_exact_bias,
     rfa_bias_variance,
+    rfa_first_order,
     rff_positive_variance,
     rff_trig_variance,
     weight_second_moment,
@@ -35,4 +39,9 @@ __all__ = [
     "rff_positive_variance",
     "rff_trig_variance",
     "weight_second_moment",
+    # the estimator studies' predictions
+    "RFAFirstOrder",
+    "estimator_cost_per_query",
+    "ra_variance_bound",
+    "rfa_first_order",
 ]

@@ -4,17 +4,20 @@ Every function evaluates a formula of THEORY.md whose derivation lives in
 :mod:`attention_theory.symbolic`; the tests check that the two agree on random
 inputs. Nothing here imports sympy.
 
-=============================  =======  ===========================================================
-function                       label    what it returns
-=============================  =======  ===========================================================
-:func:`rff_positive_variance`  T9       per-sample variance of the positive random-feature product
-:func:`rff_trig_variance`      T10      per-sample variance of the trigonometric feature product
-:func:`weight_second_moment`   T16      E_{N(mu, I)}[(p_n/q)^2], in log space
-:func:`effective_sample_size`  T16      S / E_q[(p_n/q)^2]
-:func:`rfa_bias_variance`      T15      first-order bias and variance of RFA (Monte Carlo moments)
-:func:`batch_variance_factor`  T3       E|chi_i|^2 / Lambda_i for the RBM-1 partition
-:func:`rba_exact_bias`         T18      exact E[RBA] - Attn by enumerating all permutations
-=============================  =======  ===========================================================
+================================  =======  ===========================================================
+function                          label    what it returns
+================================  =======  ===========================================================
+:func:`rff_positive_variance`     T9       per-sample variance of the positive random-feature product
+:func:`rff_trig_variance`         T10      per-sample variance of the trigonometric feature product
+:func:`weight_second_moment`      T16      E_{N(mu, I)}[(p_n/q)^2], in log space
+:func:`effective_sample_size`     T16      S / E_q[(p_n/q)^2]
+:func:`rfa_bias_variance`         T15      first-order bias and variance of RFA (Monte Carlo moments)
+:func:`rfa_first_order`           T15      the 1/S coefficients of RFA's bias, variance and MSE
+:func:`ra_variance_bound`         B3       range(v)^2 / 4, the variance bound of one RA draw
+:func:`estimator_cost_per_query`  B1-B5    kernel evaluations per query of one estimator call
+:func:`batch_variance_factor`     T3       E|chi_i|^2 / Lambda_i for the RBM-1 partition
+:func:`rba_exact_bias`            T18      exact E[RBA] - Attn by enumerating all permutations
+================================  =======  ===========================================================
 
 Conventions: queries ``q`` of shape (N, d), keys ``k`` of shape (M, d), values
 ``v`` of shape (M,) or (M, d_v); the 1/sqrt(d) scale is folded into q and k
@@ -35,10 +38,14 @@ from particles.integrators import batch_variance_factor
 
 __all__ = [
     "RFABiasVariance",
+    "RFAFirstOrder",
     "batch_variance_factor",
     "effective_sample_size",
+    "estimator_cost_per_query",
+    "ra_variance_bound",
     "rba_exact_bias",
     "rfa_bias_variance",
+    "rfa_first_order",
     "rff_positive_variance",
     "rff_trig_variance",
     "weight_second_moment",
@@ -424,6 +431,135 @@ def rfa_bias_variance(q, k, v, num_features, *, rng, n_mc=4096):
         num_features=s,
         n_mc=n_mc,
     )
+
+
+@dataclass(frozen=True)
+class RFAFirstOrder:
+    """The 1/S coefficients of T15 for RFA with positive features, flattened over (query, output coordinate).
+
+    ``bias`` and ``variance`` are S * bias and S * variance (T15 at S = 1), with
+    their Monte Carlo standard errors; the properties reduce them to the scalars
+    a measurement is compared with.
+
+    Attributes
+    ----------
+    bias, bias_se, variance, variance_se : ndarray, shape (N * d_v,)
+    weight_second_moment : ndarray, shape (N,)
+        T16 at mu = 0 per query.
+    """
+
+    bias: np.ndarray
+    bias_se: np.ndarray
+    variance: np.ndarray
+    variance_se: np.ndarray
+    weight_second_moment: np.ndarray
+
+    @property
+    def direction(self):
+        """Unit vector of the bias coefficient: the linear functional on which the bias is largest."""
+        return self.bias / np.linalg.norm(self.bias)
+
+    @property
+    def projected_bias(self):
+        """``|c_b|``: S times the bias projected on :attr:`direction`."""
+        return float(self.bias @ self.direction)
+
+    @property
+    def projected_bias_se(self):
+        """Standard error of :attr:`projected_bias`, bounded by the triangle inequality (the coordinates'
+        Monte Carlo errors are correlated)."""
+        return float(np.abs(self.direction) @ self.bias_se)
+
+    @property
+    def trace_variance(self):
+        """S times the trace of the covariance of the output."""
+        return float(self.variance.sum())
+
+    @property
+    def trace_variance_se(self):
+        """Standard error of :attr:`trace_variance`, bounded by the triangle inequality."""
+        return float(self.variance_se.sum())
+
+    @property
+    def mse(self):
+        """S times the first-order MSE, mean over queries and coordinates: the squared bias is O(S^-2) and
+        left out, like the O(S^-2) remainder of the variance."""
+        return float(self.variance.mean())
+
+    @property
+    def mse_se(self):
+        """Monte Carlo standard error of :attr:`mse` (independent draws per query)."""
+        return float(math.sqrt(np.sum(self.variance_se**2)) / self.variance.size)
+
+
+def rfa_first_order(q, k, v, *, rng, n_mc=4096):
+    r"""The first-order (1/S) coefficients of RFA's bias, variance and MSE (T15).
+
+    :func:`rfa_bias_variance` at S = 1, flattened; see :class:`RFAFirstOrder`
+    for the scalars (projected bias, trace variance, MSE) derived from it.
+
+    Parameters
+    ----------
+    q, k, v, rng, n_mc
+        As for :func:`rfa_bias_variance`.
+
+    Returns
+    -------
+    RFAFirstOrder
+    """
+    pr = rfa_bias_variance(q, k, v, 1, rng=rng, n_mc=n_mc)
+    # the 2-d arrays are C-contiguous, so the reductions over the raveled views are those over the arrays
+    return RFAFirstOrder(bias=np.ravel(pr.bias), bias_se=np.ravel(pr.bias_se), variance=np.ravel(pr.variance),
+                         variance_se=np.ravel(pr.variance_se),
+                         weight_second_moment=np.asarray(pr.weight_second_moment))
+
+
+# --- B3: variance of one randomized-attention draw ------------------------------------------------------------
+
+
+def ra_variance_bound(v):
+    r"""Upper bound on the variance of one draw of randomized attention, per value coordinate (B3).
+
+    One RA draw is :math:`v_m` with m drawn from the softmax weights, a random
+    variable with values in :math:`[\min_m v_m, \max_m v_m]`; Popoviciu's
+    inequality bounds its variance by range^2 / 4, whatever the query.
+
+    Parameters
+    ----------
+    v : array_like, shape (M,) or (M, d_v)
+
+    Returns
+    -------
+    ndarray, shape () or (d_v,)
+    """
+    v = _array("v", v, (1, 2), "(M,) or (M, d_v)")
+    span = v.max(axis=0) - v.min(axis=0)
+    return span**2 / 4.0
+
+
+# --- cost of one estimator call ---------------------------------------------------------------------------------
+
+#: The estimator families of :func:`estimator_cost_per_query`.
+COST_FAMILIES = ("RFA", "LARA", "RA", "RBA")
+
+
+def estimator_cost_per_query(family, size, n, m):
+    """Kernel evaluations (exponentials of a d-dimensional dot product) per query of one estimator call.
+
+    N queries, M keys; ``size`` is the family's size parameter: S features
+    shared by all queries for RFA (S (N + M) / N), C proposals with one draw
+    each for LARA (C (N + M + C) / N), R draws per query for RA (M (R + 1)),
+    the batch size p for RBA (p). Exact softmax costs M.
+    """
+    if family == "RFA":
+        return size * (n + m) / n
+    if family == "LARA":
+        return size * (n + m + size) / n
+    if family == "RA":
+        return m * (size + 1.0)
+    if family == "RBA":
+        return float(size)
+    raise ValueError(f"family must be one of {', '.join(COST_FAMILIES)}, got {family!r}")
 
 
 # --- T18: exact bias of random batch attention --------------------------------------------------------------

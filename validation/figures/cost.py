@@ -110,15 +110,11 @@ def _references(ax, series, quadratic, linear, key, scale):
 
 def plot(data):
     d = data["cost_scaling"]
-    from validation.studies.cost import KINDS
-
     series = d.study.series(d.records)
-    for kind, s in series.items():
-        s["label"] = KINDS[kind]["label"]
     verdicts = _verdicts_by_kind(d)
     series = {k: s for k, s in series.items() if k in verdicts}  # kinds with a fit (>= 3 sizes)
-    attention = [k for k in KINDS if KINDS[k]["group"] == "attention"]
-    steps = [k for k in KINDS if KINDS[k]["group"] == "particles"]
+    attention = [k for k, s in series.items() if s["group"] == "attention"]
+    steps = [k for k, s in series.items() if s["group"] == "particles"]
 
     fig, axes = new_figure(2, 2, width=7.6, height=9.6)
     (a_time, p_time), (a_mem, p_mem) = axes
@@ -126,7 +122,7 @@ def plot(data):
     _panel(p_time, series, verdicts, steps, "seconds", 1.0, "time")
     _panel(a_mem, series, verdicts, attention, "peak_bytes", _MIB, "memory")
     _panel(p_mem, series, verdicts, steps, "peak_bytes", _MIB, "memory")
-    linear = [k for k in attention if KINDS[k]["time_exponent"] == 1.0]
+    linear = [k for k in attention if series[k]["time_exponent"] == 1.0]
     _references(a_time, series, ["exact"], linear, "seconds", 1.0)
     _references(p_time, series, ["full"], ["rbm1"], "seconds", 1.0)
     _references(a_mem, series, ["exact"], linear, "peak_bytes", _MIB)
@@ -163,7 +159,7 @@ def plot(data):
     for kind, s in series.items():
         vt, vm = verdicts[kind]["time"], verdicts[kind]["memory"]
         plotted[kind] = {
-            "label": s["label"], "group": KINDS[kind]["group"], "unit": s["unit"], "n": s["n"],
+            "label": s["label"], "group": s["group"], "unit": s["unit"], "n": s["n"],
             "seconds": s["seconds"], "seconds_all": s["seconds_all"], "peak_bytes": s["peak_bytes"],
             "cpu_per_wall": s["cpu_per_wall"],
             "cpu_seconds": s["cpu_seconds"],

@@ -15,13 +15,15 @@ averaged over independent calls) vs the number of samples of each family:
   marked at the bottom of the axes).
 
 Bottom row: the same MSE vs the cost of one call per query in kernel
-evaluations (``validation.studies.estimators.mse_cost_per_query``), with the
-cost of exact softmax (M) marked: RA always costs more than exact attention.
+evaluations (:func:`attention_theory.bounds.estimator_cost_per_query`, stored
+in the study's summary), with the cost of exact softmax (M) marked: RA always
+costs more than exact attention.
 
 Points are the study's MSE with 95% Student intervals over calls; the
 slopes under the top panels (MSE vs samples, 95% bootstrap intervals over
 calls) are the study's verdicts, PASS/FAIL where the study makes a claim and
-"info" where it only reports.
+"info" where it only reports. Everything drawn, the T15 coefficient included,
+is read from the study's summary and verdicts: nothing is computed here.
 """
 
 from __future__ import annotations
@@ -110,9 +112,15 @@ def _panel_title(letter, scale, info):
             rf"rms $|q|={info['rms_norm_q']:.2f}$, $\mathrm{{max}}\,|q\cdot k|={info['max_abs_score']:.2f}$")
 
 
-def plot(data):
-    from validation.studies.estimators import MSE_VARIANTS, _input_summary, rfa_mse_first_order
+def _t15(verdicts, scale):
+    """The T15 first-order coefficient and its standard error stored with the RFA (positive) verdict."""
+    v = _verdict_for(verdicts, scale, "rfa_positive")
+    if v is None or "t15_first_order_coefficient" not in v.details:
+        raise FigureError(f"study estimator_mse has no T15 coefficient for the {scale} scores")
+    return v.details["t15_first_order_coefficient"], v.details["t15_coefficient_se"]
 
+
+def plot(data):
     d = data["estimator_mse"]
     study = d.study
     rows = study.summarise(d.records)
@@ -131,14 +139,14 @@ def plot(data):
         top, bottom = axes[0, col], axes[1, col]
         spec = next(r["inputs"] for k, r in rows.items() if k[0] == scale)
         any_spec = spec
-        info = _input_summary(spec)
+        info = next(r["input_summary"] for k, r in rows.items() if k[0] == scale)
         entry = {"inputs": spec, **info, "curves": {}, "slopes": {}}
         for var in variants:
             r = rows.get((scale, var))
             if r is None:
                 continue
             label, color, marker, filled, ls = STYLE[var]
-            family = MSE_VARIANTS[var][0]
+            family = r["family"]
             sizes = np.asarray(r["sizes"], dtype=float)
             mse = np.asarray(r["mse"], dtype=float)
             lo = np.asarray(r["mse_low"], dtype=float)
@@ -163,7 +171,7 @@ def plot(data):
                                 xycoords=ax.get_xaxis_transform(), xytext=(0, -6), textcoords="offset points",
                                 ha="center", va="top", fontsize=6.5, color=color)
             for s_zero in sizes[exact_zero]:
-                for ax, xz in ((top, s_zero), (bottom, mse_cost(family, s_zero, spec))):
+                for ax, xz in ((top, s_zero), (bottom, cost[sizes == s_zero][0])):
                     ax.plot([xz], [0.0], marker="v", color=color, ms=7, transform=ax.get_xaxis_transform(),
                             clip_on=False, zorder=4)
                     ax.annotate(f"exact at $p=N={int(s_zero)}$\n(MSE {mse[sizes == s_zero][0]:.0e})", xy=(xz, 0.0),
@@ -175,7 +183,7 @@ def plot(data):
                                     "calls_with_nonpositive_denominator": r["calls_with_nonpositive_denominator"]}
         # T15 first-order overlay for RFA with positive i.i.d. features
         if (scale, "rfa_positive") in rows:
-            c1, c1_se = rfa_mse_first_order(spec, study.T15_DRAWS[d.mode])
+            c1, c1_se = _t15(verdicts, scale)
             s = np.asarray(rows[(scale, "rfa_positive")]["sizes"], dtype=float)
             (h15,) = top.plot(s, c1 / s, color=STYLE["rfa_positive"][1], lw=1.0, ls=":", zorder=2)
             handles.setdefault("t15", (h15, r"T15 first order $c_1/S$ (RFA, positive, i.i.d. features)"))
@@ -236,8 +244,3 @@ def plot(data):
     out["legend"] = [handles[k][1] for k in order]
     return fig, out
 
-
-def mse_cost(family, size, spec):
-    from validation.studies.estimators import mse_cost_per_query
-
-    return mse_cost_per_query(family, size, spec["n"], spec["m"])

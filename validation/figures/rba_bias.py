@@ -13,7 +13,8 @@ with the floor predicted by the averaging principle for p = 2. Studies
 ``rba_bias`` and ``sa_floor_vs_usa``.
 
 Intervals are 95%: in (a) a parametric bootstrap of the per-coordinate
-means, centred as in the study's slope interval; in (c) the Student-t
+means, centred as in the study's slope interval (computed by the study and
+stored in its verdict's details); in (c) the Student-t
 interval of the mean square error over initialisations, mapped through the
 square root. Slopes, their intervals and the predicted floor are the
 studies' verdicts.
@@ -34,7 +35,6 @@ TITLE = "Random batch attention: bias vs batch size with and without self (T18, 
 STUDIES = ("rba_bias", "sa_floor_vs_usa")
 
 CONFIDENCE = 0.95
-N_BOOT = 2000
 MARKERS = {2: "o", 4: "s", 8: "^", 16: "D"}
 
 
@@ -60,48 +60,22 @@ def _slope_text(v):
     return f"slope {v.measured:.2f} [{lo:.2f}, {hi:.2f}]"
 
 
-def rba_point_intervals(study, levels, values, confidence=CONFIDENCE, n_boot=N_BOOT, seed=0):
-    """Percentile intervals of the debiased RMS bias per batch size.
-
-    ``levels[p] = (n, mean, var)`` pooled per coordinate (the study's ``_level``), ``values[p]`` the debiased
-    RMS bias. Parametric bootstrap of the means, centred (as in the study's slope interval) at the means shrunk
-    by debiased / raw RMS so that the resampled debiased RMS is centred on the measured one.
-    """
-    gen = np.random.default_rng(seed)
-    a = (1.0 - confidence) / 2.0
-    lo, hi = {}, {}
-    for p, val in values.items():
-        n, mean, var = levels[p]
-        raw = math.sqrt(float(np.mean((mean**2).reshape(-1, study.D).sum(axis=1))))
-        centre = mean * (val / raw if raw > 0 else 0.0)
-        sd = np.sqrt(var / n)
-        boot = [study._debiased(centre + sd * gen.standard_normal(mean.size), var, n) for _ in range(n_boot)]
-        lo[p], hi[p] = (float(x) for x in np.quantile(boot, [a, 1.0 - a]))
-    return lo, hi
-
-
 def _panel_rba(ax, data):
     study = data.study
-    mc = [r for r in data.records if r.params["part"] == "mc"]
     out = {"N": study.N_MC, "d": study.D, "radius2": study.RADIUS2}
     all_p, all_v = [], []
     for include_self, color, tag in ((True, "C1", "with"), (False, "C0", "without")):
         v = verdict_of(data, contains=f"RBA bias ({tag} the token itself) decreases")
         zero = verdict_of(data, contains=f"RBA {tag} the token itself at p = N")
         ps = [int(p) for p in v.details["p"]]
-        vals = dict(zip(ps, v.details["rms_bias"], strict=True))
-        levels = {}
-        for p in ps:
-            recs = [r for r in mc if r.params["p"] == p and r.params["include_self"] == include_self]
-            levels[p] = study._level(recs)
-        lo, hi = rba_point_intervals(study, levels, vals)
         x = np.array(ps, dtype=float)
-        y = np.array([vals[p] for p in ps])
-        ylo, yhi = np.array([lo[p] for p in ps]), np.array([hi[p] for p in ps])
+        y = np.array(v.details["rms_bias"], dtype=float)
+        ylo = np.array(v.details["rms_bias_ci_low"], dtype=float)
+        yhi = np.array(v.details["rms_bias_ci_high"], dtype=float)
         ax.errorbar(x, y, yerr=ci_errorbars(y, ylo, yhi), fmt="o" if include_self else "s", color=color, zorder=3,
                     label=f"{tag} the token itself: " + _slope_text(v))
         ax.plot(x, y, color=color, lw=0.9, alpha=0.6)
-        calls = int(levels[ps[0]][0])
+        calls = int(v.details["n_per_p"][0])
         out["with_self" if include_self else "without_self"] = {
             "p": ps, "rms_bias": y, "ci_low": ylo, "ci_high": yhi, "slope": v.measured, "slope_interval": v.interval,
             "slope_vs_1/p-1/N": v.details["slope_vs_(1/p - 1/N)"], "passed": v.passed, "calls_per_p": calls,

@@ -12,9 +12,10 @@ estimates of the weight second moment against the closed form T16. Studies
 Points and 95% intervals (mean +- 1.96 standard errors) are the pooled
 measurements of the studies; the fitted lines, slopes and slope intervals
 and the T15 coefficients are read from the studies' verdicts, so the figure
-and the report agree. The closed-form curve of (c) is T16 evaluated by
-:func:`attention_theory.bounds.weight_second_moment` on a fine grid of
-proposal means (a formula, not a simulation).
+and the report agree. The closed-form curve of (c) is T16
+(:func:`attention_theory.bounds.weight_second_moment`) on a fine grid of
+proposal means, evaluated by the study and stored with its information
+verdict.
 """
 
 from __future__ import annotations
@@ -113,9 +114,6 @@ def _panel_rate(ax, data, which):
 
 def _panel_ess(ax, data):
     """(c) ESS of N(mu, I) along mu = t (q_n + mean k): Monte Carlo vs closed form T16."""
-    from attention_theory import bounds
-
-    study = data.study
     checks = sorted((v for v in data.verdicts() if v.passed is not None and "closed form" in v.claim),
                     key=lambda v: v.details["t"])
     if not checks:
@@ -127,13 +125,9 @@ def _panel_ess(ax, data):
     pred = np.array([float(v.predicted) for v in checks])
     lo, hi = mc - Z95 * se, mc + Z95 * se
     ess, ess_lo, ess_hi = s_ess / mc, s_ess / hi, s_ess / np.clip(lo, 1.0, None)  # E[wbar^2] >= 1
-    params = data.records[0].params
-    fine = np.linspace(0.0, 1.0, 101)
-    curve = []
-    for tf in fine:
-        qn, k, mu = study.proposal_mean({**params, "t": float(tf)})
-        curve.append(float(bounds.weight_second_moment(qn, k, mu)))
-    curve = np.array(curve)
+    along = verdict_of(data, contains="effective sample size S / T16").details
+    fine = np.asarray(along["closed_form_t"], dtype=float)
+    curve = np.asarray(along["closed_form_second_moment"], dtype=float)
     ax.plot(fine, s_ess / curve, color="0.2", lw=1.2, label=r"closed form $S/\mathrm{T16}$")
     ax.errorbar(t, ess, yerr=ci_errorbars(ess, ess_lo, ess_hi), fmt="o", color="C2", zorder=3,
                 label=r"Monte Carlo $S/\widehat{\mathbb{E}}[\bar w^2]$, 95% interval")
@@ -150,11 +144,11 @@ def _panel_ess(ax, data):
     sec.set_yticks(ticks, [f"{m:g}" for m in ticks])
     ax.annotate("RFA's proposal\n$N(0, I)$", xy=(0.0, s_ess / curve[0]), xytext=(0.12, 0.3 * s_ess),
                 fontsize=7.5, arrowprops={"arrowstyle": "->", "lw": 0.8, "color": "0.3"})
-    ax.set_title(f"(c) effective sample size (query {params['query']})", loc="left")
+    ax.set_title(f"(c) effective sample size (query {along['query']})", loc="left")
     _legend_below(ax)
     return {"t": t, "mc_second_moment": mc, "mc_second_moment_se": se, "closed_form_second_moment": pred,
             "S": s_ess, "ess_mc": ess, "ess_ci_low": ess_lo, "ess_ci_high": ess_hi, "closed_form_t": fine,
-            "closed_form_ess": s_ess / curve, "query": params["query"],
+            "closed_form_ess": s_ess / curve, "query": along["query"],
             "n_draws_per_mu": int(checks[0].details["n_draws"]), "verdicts_passed": passed, "verdicts": len(checks)}
 
 

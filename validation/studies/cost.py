@@ -388,7 +388,8 @@ class CostScalingStudy(Study):
 
     @staticmethod
     def series(records):
-        """Per kind, rows sorted by N: ``{kind: {"n": [...], "seconds": [...], "seconds_all": [...], ...}}``."""
+        """Per kind, rows sorted by N: ``{kind: {"n": [...], "seconds": [...], "seconds_all": [...], ...}}``, with
+        the kind's label, group and expected time exponent (what the figure needs besides the records)."""
         out = {}
         for kind in KINDS:
             recs = sorted((r for r in records if r.params["kind"] == kind), key=lambda r: r.params["n"])
@@ -400,7 +401,9 @@ class CostScalingStudy(Study):
                          "peak_bytes": [int(r.result["peak_bytes"]) for r in recs],
                          "cpu_seconds": [float(r.result["cpu_seconds"]) for r in recs],
                          "cpu_per_wall": [float(r.result["cpu_per_wall"]) for r in recs],
-                         "unit": recs[0].result["unit"]}
+                         "unit": recs[0].result["unit"],
+                         "label": KINDS[kind]["label"], "group": KINDS[kind]["group"],
+                         "time_exponent": KINDS[kind]["time_exponent"]}
         return out
 
     def verdicts(self, records, mode):
