@@ -1,4 +1,4 @@
-"""Tests of ``validation.stats.decisions``: the primitives the built-in studies decide their verdicts with.
+"""Tests of ``validation.stats._decisions``: the primitives the built-in studies decide their verdicts with.
 
 Declared rates
 --------------
@@ -6,8 +6,8 @@ The calibration tests run a decision at ALPHA_CAL = 0.05 on SEEDS independent
 draws and apply a one-sided binomial meta-test at level META = 1e-3: the
 false-alarm rate must not be significantly above its nominal value, and the
 rejection rate of a negative control (a shift of 5 combined standard errors)
-must be significantly above 0.95. Four meta-tests: the chance that another
-seed fails one of them is <= 4e-3 when the primitives are right. The binomial
+must be significantly above 0.95. Eight meta-tests: the chance that another
+seed fails one of them is <= 8e-3 when the primitives are right. The binomial
 bounds are checked exactly (coverage summed over the binomial distribution),
 not by simulation.
 """
@@ -25,7 +25,9 @@ from validation.stats import (
     binomial_lower,
     bonferroni_level,
     bonferroni_z,
+    chi2_variance_upper,
     compare_to_prediction,
+    student_t_critical,
 )
 
 ALPHA_CAL = 0.05
@@ -49,6 +51,26 @@ def test_critical_values_match_the_normal_table():
     assert bonferroni_z(0.05, 4) == pytest.approx(2.4977054744, abs=1e-9)
     assert bonferroni_level(0.95, 5) == pytest.approx(0.99, abs=1e-15)
     assert bonferroni_z(0.05, 1) < bonferroni_z(0.05, 2) < bonferroni_z(0.05, 10)
+
+
+def test_t_and_chi2_limits_match_the_tables():
+    # table values: t_{0.975, 9} = 2.262157, chi2_{0.05, 10} = 3.940299 (lower 5% point)
+    assert student_t_critical(0.95, 9) == pytest.approx(2.2621571628, abs=1e-9)
+    assert chi2_variance_upper(2.0, 10, 0.05) == pytest.approx(2.0 * 10 / 3.9402991, rel=1e-7)
+    assert_equal = np.testing.assert_array_equal
+    assert_equal(chi2_variance_upper(np.array([1.0, 2.0]), 10, 0.05) / chi2_variance_upper(1.0, 10, 0.05), [1.0, 2.0])
+
+
+def test_chi2_upper_limit_covers_normal_variances():
+    rng = np.random.default_rng(13)
+    n = 11
+    x = rng.standard_normal((SEEDS, n))
+    upper = chi2_variance_upper(x.var(axis=1, ddof=1), n - 1, ALPHA_CAL)
+    misses = int(np.sum(upper < 1.0))
+    assert _not_above(misses, SEEDS, ALPHA_CAL), misses
+    # power: data of variance 0.16 verify the bound 1 (upper limit below it) nearly always (P = 0.994)
+    small = chi2_variance_upper((0.4 * x).var(axis=1, ddof=1), n - 1, ALPHA_CAL)
+    assert _above(int(np.sum(small <= 1.0)), SEEDS, 0.95)
 
 
 def test_bonferroni_family_false_alarms_and_power():
@@ -136,6 +158,8 @@ def test_clopper_pearson_is_not_too_conservative():
     (lambda: binomial_lower(6, 5, 0.95), "successes must be <= trials"),
     (lambda: binomial_lower(2.5, 5, 0.95), "successes must be an integer"),
     (lambda: binomial_interval(1, 0, 0.95), "trials must be an integer >= 1"),
+    (lambda: student_t_critical(0.95, 0), "df must be an integer >= 1"),
+    (lambda: chi2_variance_upper(-1.0, 5, 0.05), "variance must be >= 0"),
 ])
 def test_bad_input_names_the_argument(call, match):
     with pytest.raises(ValueError, match=match):

@@ -27,11 +27,11 @@ from hypothesis import strategies as st
 import attention_theory as at
 import particles
 import validation.stats
-import validation.stats.decisions
-import validation.stats.intervals
-import validation.stats.multiple
-import validation.stats.unbiasedness
-import validation.stats.variance
+import validation.stats._decisions
+import validation.stats._intervals
+import validation.stats._multiple
+import validation.stats._unbiasedness
+import validation.stats._variance
 import validation.testing
 from attention_theory.bounds import weight_second_moment
 from particles import integrators, systems
@@ -325,8 +325,8 @@ def test_strategy_bad_input(call, match):
 # --------------------------------------------------------------------------- docstring examples
 
 
-_DOCTESTED = [validation.testing, validation.stats.unbiasedness, validation.stats.variance,
-              validation.stats.multiple, validation.stats.intervals, validation.stats.decisions]
+_DOCTESTED = [validation.testing, validation.stats._unbiasedness, validation.stats._variance,
+              validation.stats._multiple, validation.stats._intervals, validation.stats._decisions]
 
 
 @pytest.mark.parametrize("module", _DOCTESTED, ids=lambda m: m.__name__)

@@ -98,28 +98,31 @@ intervals at confidence 1 - alpha/K each, so the family-wise false-alarm rate
 of a closed-form check, and the probability of "verifying" a bound that is in
 fact exceeded, are at most alpha (the latter at most alpha/2).
 
-**Decisions** (:mod:`validation.stats.decisions`). The critical values,
+**Decisions**. The critical values,
 measured-vs-predicted z-tests and binomial bounds every built-in study's
 verdict is decided with: :func:`bonferroni_z`, :func:`bonferroni_level`,
 :func:`compare_to_prediction`, :func:`binomial_lower`,
-:func:`binomial_interval`.
+:func:`binomial_interval`, :func:`student_t_critical`,
+:func:`chi2_variance_upper`.
 
 Every function validates its inputs and names the offending argument.
 """
 
 from validation.stats._common import DEFAULT_POWER, INTERVALS, METHODS, REDUCTIONS, _plain  # noqa: F401
-from validation.stats.decisions import (
+from validation.stats._decisions import (
     Comparison,
     binomial_interval,
     binomial_lower,
     bonferroni_level,
     bonferroni_z,
+    chi2_variance_upper,
     compare_to_prediction,
+    student_t_critical,
 )
-from validation.stats.intervals import MeanInterval, mean_interval
-from validation.stats.multiple import adjust_pvalues
-from validation.stats.unbiasedness import UnbiasednessTest, unbiasedness_test
-from validation.stats.variance import VarianceCheck, mse_check, variance_check
+from validation.stats._intervals import MeanInterval, mean_interval
+from validation.stats._multiple import adjust_pvalues
+from validation.stats._unbiasedness import UnbiasednessTest, unbiasedness_test
+from validation.stats._variance import VarianceCheck, mse_check, variance_check
 
 __all__ = [
     "UnbiasednessTest",
@@ -140,4 +143,6 @@ __all__ = [
     "bonferroni_level",
     "bonferroni_z",
     "compare_to_prediction",
+    "chi2_variance_upper",
+    "student_t_critical",
 ]

@@ -9,6 +9,7 @@ import numpy as np
 import attention_theory as at
 from attention_theory import bounds
 from validation.rates import fit_rate
+from validation.stats import student_t_critical
 from validation.studies.estimators._common import INPUT_SEED, _check_mode, _inputs, _rfa_first_order
 from validation.study import Study, Verdict, register
 
@@ -76,12 +77,7 @@ def rfa_mse_first_order(spec, n_mc=1 << 14):
 
 def _t_crit(confidence, n):
     """Two-sided Student-t critical value for the mean of n draws."""
-    # TODO(stats): a primitive validation.stats.student_t(confidence, df) = scipy.stats.t.ppf(0.5 + confidence / 2,
-    #   df); stats.mean_interval has the formula but rejects the non-finite errors kept here (NaN columns) and
-    #   rounds t * sd / sqrt(n) in another order
-    from scipy import stats
-
-    return float(stats.t.ppf(0.5 + confidence / 2.0, df=n - 1))
+    return student_t_critical(confidence, n - 1)
 
 
 @register

@@ -6,22 +6,11 @@ import numpy as np
 
 import attention_theory as at
 from attention_theory import bounds
-from validation.stats import bonferroni_z
+from validation.stats import bonferroni_z, chi2_variance_upper
 from validation.studies.estimators._common import INPUT_SEED, _by, _check_mode, _generator, _inputs, _mean_var, _pool
 from validation.study import Study, Verdict, register
 
 __all__ = ["RAUnbiasedStudy"]
-
-
-def _variance_upper(var, dof, alpha):
-    """One-sided upper chi-square confidence limit, at level 1 - alpha, of variances ``var`` with ``dof`` degrees
-    of freedom (normal data)."""
-    # TODO(stats): a primitive validation.stats.variance_upper(var, dof, alpha)
-    #   = var * dof / scipy.stats.chi2.ppf(alpha, dof), alpha passed as given (1 - (1 - alpha) is not alpha in
-    #   floating point, and this verdict's numbers must not move)
-    from scipy import stats
-
-    return var * dof / stats.chi2.ppf(alpha, dof)
 
 
 @register
@@ -116,7 +105,7 @@ class RAUnbiasedStudy(Study):
                 bound = np.tile(bounds.ra_variance_bound(v), q.shape[0])  # per (query, coordinate), row-major
                 single = t["var"] * size  # single-draw variance (a mean of `size` i.i.d. draws per call)
                 dof = t["n"] - 1
-                upper = _variance_upper(single, dof, self.ALPHA)
+                upper = chi2_variance_upper(single, dof, self.ALPHA)
                 ratio = upper / bound
                 out.append(Verdict(
                     study=self.name, claim="RA single-draw variance per coordinate <= range(v)^2/4 (B3)", label="B3",

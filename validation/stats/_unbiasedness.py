@@ -19,7 +19,7 @@ from validation.stats._common import (
     _check_nonneg,
     _check_prob,
 )
-from validation.stats.multiple import adjust_pvalues
+from validation.stats._multiple import adjust_pvalues
 
 __all__ = ["UnbiasednessTest", "unbiasedness_test"]
 

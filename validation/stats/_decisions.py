@@ -25,6 +25,8 @@ import math
 import numbers
 from typing import NamedTuple
 
+import numpy as np
+
 from validation.stats._common import _check_prob, _plain
 
 __all__ = [
@@ -33,7 +35,9 @@ __all__ = [
     "binomial_lower",
     "bonferroni_level",
     "bonferroni_z",
+    "chi2_variance_upper",
     "compare_to_prediction",
+    "student_t_critical",
 ]
 
 
@@ -156,3 +160,38 @@ def binomial_interval(successes, trials, confidence):
     low = 0.0 if successes == 0 else float(stats.beta.ppf(tail, successes, trials - successes + 1))
     high = 1.0 if successes == trials else float(stats.beta.isf(tail, successes + 1, trials - successes))
     return low, high
+
+
+def student_t_critical(confidence, df):
+    """Two-sided Student-t critical value ``t.ppf(0.5 + confidence / 2, df)`` (a mean of ``df + 1`` draws).
+
+    Examples
+    --------
+    >>> round(student_t_critical(0.95, 9), 4)
+    2.2622
+    """
+    from scipy import stats
+
+    confidence = _check_prob("confidence", confidence)
+    df = _count("df", df, 1)
+    return float(stats.t.ppf(0.5 + confidence / 2.0, df=df))
+
+
+def chi2_variance_upper(variance, dof, alpha):
+    """One-sided upper confidence limit at level ``1 - alpha`` of a sample variance with ``dof`` degrees of
+    freedom (normal data): ``variance * dof / chi2.ppf(alpha, dof)``; ``variance`` may be an array.
+
+    Examples
+    --------
+    >>> round(float(chi2_variance_upper(1.0, 99, 0.05)), 4)
+    1.2849
+    """
+    from scipy import stats
+
+    alpha = _check_prob("alpha", alpha)
+    dof = _count("dof", dof, 1)
+    v = np.asarray(variance, dtype=np.float64)
+    if np.any(v < 0):  # NaN passes through: a study may keep undefined cells
+        raise ValueError("variance must be >= 0")
+    out = v * dof / stats.chi2.ppf(alpha, dof)
+    return float(out) if out.ndim == 0 else out
