@@ -7,7 +7,8 @@ on first call and cached on disk (``cache=True``, ``NUMBA_CACHE_DIR``).
 Layout. The partition is given as ``perm`` (a permutation of the N tokens)
 and ``bounds`` (batch b is ``perm[bounds[b]:bounds[b + 1]]``), exactly the
 RBM-1 partition of :func:`particles.partition`. All the arithmetic of one
-batch is in :func:`one_batch`; two drivers loop over the batches:
+batch is in :func:`one_batch` (the softmax sums by the engine's
+:func:`particles.device.softmax_step`, two-pass: the maximum first); two drivers loop over the batches:
 
 - :func:`batch_attention_parallel`: a ``prange`` loop over ``ngroups`` groups of
   batches (group g owns batches g, g + ngroups, ...), so that the scratch
@@ -30,6 +31,11 @@ from __future__ import annotations
 
 import numpy as np
 from numba import njit, prange
+
+from particles import device
+
+# the engine's batch-softmax step, in its two-pass use (particles.device): the maximum is found first
+softmax_step = njit(cache=True)(device.softmax_step)
 
 #: Below this many multiply-adds (N * p * (d + dv)) the serial driver is used.
 SERIAL_WORK = 2**18
@@ -67,11 +73,7 @@ def one_batch(q, k, v, perm, a, size, include_self, normalize, kt, s, acc, out):
         for jj in range(size):
             if not include_self and jj == ii:
                 continue
-            wj = np.exp(s[jj] - m)
-            den += wj
-            j = perm[a + jj]
-            for t in range(dv):
-                acc[t] += wj * v[j, t]
+            m, den = softmax_step(s[jj], m, den, acc, v[perm[a + jj]], dv)
         if normalize:
             scale = 1.0 / den
         else:
