@@ -29,6 +29,9 @@ reduction in the vectorised loop), and the weighted sum runs over the value axis
 
 from __future__ import annotations
 
+import hashlib
+import inspect
+
 import numpy as np
 from numba import njit, prange
 
@@ -37,11 +40,24 @@ from particles import device
 # the engine's batch-softmax step, in its two-pass use (particles.device): the maximum is found first
 softmax_step = njit(cache=True)(device.softmax_step)
 
+# Numba's on-disk cache checks only the timestamp of the file defining a function, but the kernels below
+# compile softmax_step (particles/device.py) into themselves: a hash of that source in their qualified
+# names (which key the cache) makes an edit of it select fresh entries
+_DEVICE_TAG = hashlib.sha1(inspect.getsource(device).encode()).hexdigest()[:10]
+
+
+def _cached(**options):
+    def compile_(fn):
+        fn.__qualname__ = f"{fn.__qualname__}_{_DEVICE_TAG}"
+        return njit(cache=True, **options)(fn)
+
+    return compile_
+
 #: Below this many multiply-adds (N * p * (d + dv)) the serial driver is used.
 SERIAL_WORK = 2**18
 
 
-@njit(cache=True)
+@_cached()
 def one_batch(q, k, v, perm, a, size, include_self, normalize, kt, s, acc, out):
     """Attention (``normalize``) or batch sum inside the batch ``perm[a:a + size]``.
 
@@ -82,7 +98,7 @@ def one_batch(q, k, v, perm, a, size, include_self, normalize, kt, s, acc, out):
             out[i, t] = acc[t] * scale
 
 
-@njit(parallel=True, cache=True)
+@_cached(parallel=True)
 def batch_attention_parallel(q, k, v, perm, bounds, include_self, normalize, ngroups, pmax, out):
     """Loop :func:`one_batch` over all batches, in parallel over ``ngroups`` groups of batches."""
     nbatches = bounds.size - 1
@@ -94,7 +110,7 @@ def batch_attention_parallel(q, k, v, perm, bounds, include_self, normalize, ngr
             one_batch(q, k, v, perm, bounds[b], bounds[b + 1] - bounds[b], include_self, normalize, kt, s, acc, out)
 
 
-@njit(cache=True)
+@_cached()
 def batch_attention_serial(q, k, v, perm, bounds, include_self, normalize, pmax, out):
     """Loop :func:`one_batch` over all batches in one thread."""
     kt = np.empty((q.shape[1], pmax))
