@@ -33,6 +33,12 @@ The two give results equal to rounding, not bit for bit; each caller keeps
 the form that defines its stored results. A NaN score never takes the
 rescaling branch (every comparison with NaN is false) and makes the
 result NaN, in both forms.
+
+Softmax sums that do not use it, on purpose: the reference backend's and
+``attention_theory``'s dense NumPy forms (matrix products: they are the
+oracles and the exact estimators), and the ``cpu`` backend's fused ensemble
+kernel (``backends/_ensemble.py``: blocked sums in another order, its own
+vectorised ``exp``, one shift for all tokens), whose results would change.
 """
 
 from __future__ import annotations
