@@ -1,25 +1,26 @@
 """CUDA kernels of random batch attention (T18) and of exact softmax attention (T7).
 
 Imported lazily by :mod:`attention_theory.estimators` for ``backend="cuda"``.
-The host side follows the ``particles`` CUDA backend
-(:mod:`particles.backends.cuda`): its checks (numba-cuda installed, a GPU or
-the simulator), its counted transfers, its launcher and its compilation
-helpers; the kernels below are plain Python bound to its namespace (``cuda``,
-``batch_span``, and ``DV``, the value dimension, a compile-time constant for
-the per-thread accumulator).
+The host side is the engine's public GPU API, :mod:`particles.gpu`: its
+checks (numba-cuda installed, a GPU or the simulator), its counted
+transfers, its launcher, its device permutation and its compilation; the
+kernels below are plain Python compiled in the engine's device namespace
+(``cuda``, ``batch_span``, ``softmax_step``, and ``DV``, the value dimension,
+a compile-time constant for the per-thread accumulator).
 
 - :func:`k_rba`: one thread per query position of the RBM-1 permutation,
   built on the device (the same integers as :func:`particles.partition`);
   the thread's batch is a slice of the permutation. Two passes over the
   batch, as in :func:`attention_theory._rba.one_batch`: the maximum score,
-  then the exponentials and the weighted values, with the same sums in the
-  same order, so the result agrees with the CPU kernel to rounding.
+  then the exponentials and the weighted values (the engine's
+  ``particles.device.softmax_step`` from that maximum), with the same sums
+  in the same order, so the result agrees with the CPU kernel to rounding.
 - :func:`k_softmax`: one thread per query, two passes over all keys (the
   maximum score, then exp(score - max) and the weighted values); no score
   matrix is stored. The CPU version uses BLAS products, so the two agree to
   rounding (summation order), not bit for bit.
 """
-# ruff: noqa: F821  (cuda, batch_span and DV are bound by the compiler)
+# ruff: noqa: F821  (cuda, batch_span, softmax_step and DV are bound by the compiler)
 
 from __future__ import annotations
 
@@ -27,6 +28,8 @@ import math
 import threading
 
 import numpy as np
+
+from particles import gpu
 
 _lock = threading.RLock()
 _compiled: dict = {}
@@ -60,10 +63,7 @@ def k_rba(q, k, v, idx, nbat, include_self, normalize, out):
             s = 0.0
             for t in range(d):
                 s += q[i, t] * k[j, t]
-            wj = math.exp(s - m)
-            den += wj
-            for t in range(dv):
-                acc[t] += wj * v[j, t]
+            m, den = softmax_step(s, m, den, acc, v[j], dv)
         if normalize:
             scale = 1.0 / den
         else:
@@ -94,46 +94,36 @@ def k_softmax(q, k, v, out):
             s = 0.0
             for t in range(d):
                 s += q[i, t] * k[j, t]
-            w = math.exp(s - m)
-            den += w
-            for t in range(dv):
-                acc[t] += w * v[j, t]
+            m, den = softmax_step(s, m, den, acc, v[j], dv)
         for t in range(dv):
             out[i, t] = acc[t] / den
 
 
 def _kernels(dv):
-    from particles.backends import cuda as backend
-
     with _lock:
         if dv not in _compiled:
-            ns = backend.namespace("attention_estimators", DV=int(dv))
-            _compiled[dv] = backend.compile_kernels([k_rba, k_softmax], ns, "attention_estimators")
+            _compiled[dv] = gpu.kernels([k_rba, k_softmax], "attention_estimators", DV=int(dv))
         return _compiled[dv]
 
 
 def random_batch_attention(q, k, v, seed, p, include_self, normalize):
     """RBA (or the unnormalised batch sum) inside the batches of ``particles.partition(N, p, seed=seed)``."""
-    from particles.backends import cuda as backend
-
-    backend.require()
+    gpu.require()
     n, dv = q.shape[0], v.shape[1]
     kern = _kernels(dv)
-    dq, dk, dvv = backend.to_device(q), backend.to_device(k), backend.to_device(v)
-    idx = backend.device_permutation(seed, 0, n)
-    dout = backend.empty((n, dv))
-    backend.launch(kern.k_rba, n, dq, dk, dvv, idx, n // p, include_self, normalize, dout)
-    return backend.to_host(dout, np.empty((n, dv)))
+    dq, dk, dvv = gpu.to_device(q), gpu.to_device(k), gpu.to_device(v)
+    idx = gpu.permutation(seed, 0, n)
+    dout = gpu.empty((n, dv))
+    gpu.launch(kern.k_rba, n, dq, dk, dvv, idx, n // p, include_self, normalize, dout)
+    return gpu.to_host(dout, np.empty((n, dv)))
 
 
 def softmax_attention(q, k, v):
     """Exact softmax attention, one thread per query."""
-    from particles.backends import cuda as backend
-
-    backend.require()
+    gpu.require()
     n, dv = q.shape[0], v.shape[1]
     kern = _kernels(dv)
-    dq, dk, dvv = backend.to_device(q), backend.to_device(k), backend.to_device(v)
-    dout = backend.empty((n, dv))
-    backend.launch(kern.k_softmax, n, dq, dk, dvv, dout)
-    return backend.to_host(dout, np.empty((n, dv)))
+    dq, dk, dvv = gpu.to_device(q), gpu.to_device(k), gpu.to_device(v)
+    dout = gpu.empty((n, dv))
+    gpu.launch(kern.k_softmax, n, dq, dk, dvv, dout)
+    return gpu.to_host(dout, np.empty((n, dv)))

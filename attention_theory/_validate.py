@@ -14,7 +14,11 @@ import numbers
 
 import numpy as np
 
-from particles._validate import check_choice  # noqa: F401  (re-exported for the estimators)
+from particles._validate import as_generator as _as_generator
+from particles._validate import (
+    check_choice,  # noqa: F401  (re-exported for the estimators)
+    check_rng_seed,
+)
 
 __all__ = [
     "as_matrix",
@@ -107,26 +111,16 @@ def check_bool(name, value):
     return bool(value)
 
 
-def _check_seed(seed):
-    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (numbers.Integral, np.integer)):
-        raise TypeError(
-            f"rng must be a non-negative int seed or a numpy.random.Generator, got {type(seed).__name__}"
-        )
-    s = int(seed)
-    if not 0 <= s < 2**64:
-        raise ValueError(f"rng, as an int seed, must satisfy 0 <= rng < 2**64, got {s}")
-    return s
-
-
 def as_generator(rng):
-    """A numpy Generator from ``rng`` (an int seed or a Generator, used as is)."""
-    if isinstance(rng, np.random.Generator):
-        return rng
-    return np.random.default_rng(_check_seed(rng))
+    """A numpy Generator from ``rng``: the engine's ``rng`` contract (``particles._validate``), None refused."""
+    return _as_generator(rng)
 
 
 def seed_from(rng):
-    """An integer seed: ``rng`` itself when an int, else ``rng.integers(2**63)`` (advances it)."""
-    if isinstance(rng, np.random.Generator):
-        return int(rng.integers(2**63))
-    return _check_seed(rng)
+    """An integer seed: ``rng`` itself when an int, else ``rng.integers(2**63)`` from a Generator (advances it).
+
+    A SeedSequence seeds a Generator first, which then draws the seed.
+    """
+    if isinstance(rng, (np.random.Generator, np.random.SeedSequence)):
+        return int(_as_generator(rng).integers(2**63))
+    return check_rng_seed(rng)

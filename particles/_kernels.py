@@ -7,10 +7,10 @@ loops, ``math`` functions), written once and compiled by the CPU backend
 - ``kernel(x, y, params, out)`` writes K(x, y) into ``out`` (length d);
 - ``drift(x, params, out)`` writes b(x) into ``out``.
 
-``params`` is a flat float64 array. For the built-in kernel-family systems
-``params[0]`` is a model code, so that one cached compiled loop serves them
-all. The ``*_np`` functions are the independent vectorised NumPy forms used
-by the reference backend.
+``params`` is a flat float64 array laid out as :mod:`particles._layout`
+defines (for the built-in kernel-family systems the model code comes first,
+so that one cached compiled loop serves them all). The ``*_np`` functions
+are the independent vectorised NumPy forms used by the reference backend.
 """
 
 from __future__ import annotations
@@ -19,9 +19,7 @@ import math
 
 import numpy as np
 
-MODEL_TANH = 0.0
-MODEL_DYSON = 1.0
-
+from particles._layout import DYSON_EPS, MODEL, MODEL_DYSON, MODEL_TANH, TANH_L, TANH_R  # noqa: F401  (re-exported)
 
 # exp(y) = 2^k e^r with k = round(y / ln 2), |r| <= ln(2)/2; ln 2 split in a
 # high part with trailing zero bits (k * _LN2_HI is exact) and a low part.
@@ -81,11 +79,11 @@ def dyson_pair(z, eps):
 
 
 def tanh_pair_const(params):
-    return params[2]
+    return params[TANH_L]
 
 
 def dyson_pair_const(params):
-    return params[1]
+    return params[DYSON_EPS]
 
 
 def tanh_drift1(xc, params_r):
@@ -98,7 +96,7 @@ def dyson_drift1(xc, unused):
 
 
 def tanh_drift_const(params):
-    return params[1]
+    return params[TANH_R]
 
 
 def dyson_drift_const(params):
@@ -106,19 +104,19 @@ def dyson_drift_const(params):
 
 
 def builtin_kernel(x, y, params, out):
-    if params[0] == MODEL_TANH:
-        lam = params[2]
+    if params[MODEL] == MODEL_TANH:
+        lam = params[TANH_L]
         for c in range(x.shape[0]):
             out[c] = tanh_pair(x[c] - y[c], lam)
     else:  # Dyson: 1/(x - y), optionally regularised by eps
-        eps = params[1]
+        eps = params[DYSON_EPS]
         for c in range(x.shape[0]):
             out[c] = dyson_pair(x[c] - y[c], eps)
 
 
 def builtin_drift(x, params, out):
-    if params[0] == MODEL_TANH:
-        r = params[1]
+    if params[MODEL] == MODEL_TANH:
+        r = params[TANH_R]
         for c in range(x.shape[0]):
             out[c] = tanh_drift1(x[c], r)
     else:
@@ -133,17 +131,17 @@ def zero_drift(x, params, out):
 
 # --- vectorised NumPy forms for the reference backend ------------------------
 def tanh_kernel_np(x, y, params):
-    return -params[2] * np.tanh(x - y)
+    return -params[TANH_L] * np.tanh(x - y)
 
 
 def tanh_drift_np(x, params):
-    return -params[1] * x
+    return -params[TANH_R] * x
 
 
 def dyson_kernel_np(x, y, params):
     z = x - y
     with np.errstate(divide="ignore", invalid="ignore"):
-        return z / (z * z + params[1] ** 2)
+        return z / (z * z + params[DYSON_EPS] ** 2)
 
 
 def dyson_drift_np(x, params):

@@ -1,7 +1,32 @@
-"""Argument checks shared by the public functions.
+"""Argument checks shared by the public functions of ``particles`` and ``attention_theory``.
 
 Every error names the argument and the constraint it broke, so that a user
 reading one line knows what to change.
+
+The ``rng`` contract
+--------------------
+A function with an ``rng`` argument (NumPy randomness: initial states,
+random features, sampled estimators) normalises it with
+:func:`as_generator`:
+
+- a ``numpy.random.Generator`` is used as is (its draws advance it);
+- an int (or NumPy integer) ``0 <= rng < 2**64`` seeds a new
+  ``numpy.random.default_rng(rng)``;
+- a ``numpy.random.SeedSequence`` seeds a new ``default_rng(rng)``;
+- ``None`` only where the function says so (``allow_none=True``): fresh
+  entropy from the OS, a different result at every call.
+
+Anything else is refused: a bool, a float, a string, a legacy
+``RandomState``, a ``BitGenerator``, a sequence of ints, or ``None`` where it
+is not allowed raise ``TypeError("rng must be a non-negative int seed, a
+numpy.random.SeedSequence or a numpy.random.Generator, got <type>")``
+(naming ``None`` too where it is allowed); an int outside ``[0, 2**64)``
+raises ``ValueError("rng, as an int seed, must satisfy 0 <= rng < 2**64,
+got <value>")``. The same input always gives the same generator state.
+
+The engine's own randomness does not come from NumPy generators: its
+``seed`` (:func:`check_seed`, the same range) keys the counter-based streams
+of ``particles._rng``.
 """
 
 from __future__ import annotations
@@ -50,6 +75,29 @@ def check_seed(seed):
     s = int(seed)
     if not 0 <= s < 2**64:
         raise ValueError(f"seed must satisfy 0 <= seed < 2**64, got {s}")
+    return s
+
+
+def as_generator(rng, *, name="rng", allow_none=False):
+    """A ``numpy.random.Generator`` from ``rng``, following the ``rng`` contract of this module's docstring."""
+    if isinstance(rng, np.random.Generator):
+        return rng
+    if isinstance(rng, np.random.SeedSequence):
+        return np.random.default_rng(rng)
+    if rng is None and allow_none:
+        return np.random.default_rng()
+    return np.random.default_rng(check_rng_seed(rng, name=name, allow_none=allow_none))
+
+
+def check_rng_seed(rng, *, name="rng", allow_none=False):
+    """``rng`` as an int seed in ``[0, 2**64)``, with the messages of the ``rng`` contract."""
+    if isinstance(rng, (bool, np.bool_)) or not isinstance(rng, (numbers.Integral, np.integer)):
+        accepted = "None, " if allow_none else ""
+        raise TypeError(f"{name} must be {accepted}a non-negative int seed, a numpy.random.SeedSequence or a "
+                        f"numpy.random.Generator, got {type(rng).__name__}")
+    s = int(rng)
+    if not 0 <= s < 2**64:
+        raise ValueError(f"{name}, as an int seed, must satisfy 0 <= {name} < 2**64, got {s}")
     return s
 
 

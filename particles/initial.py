@@ -4,17 +4,22 @@ from __future__ import annotations
 
 import numpy as np
 
-from particles._validate import check_int
+from particles._validate import as_generator, check_int
 
 __all__ = ["uniform_sphere", "equiangular", "gaussian"]
 
 
 def _rng(rng):
-    return rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+    # None allowed: an initial state from fresh entropy
+    return as_generator(rng, allow_none=True)
 
 
 def uniform_sphere(n, d, rng=None, replicas=None):
-    """n i.i.d. uniform points on S^{d-1}; shape (n, d) or (replicas, n, d)."""
+    """n i.i.d. uniform points on S^{d-1}; shape (n, d) or (replicas, n, d).
+
+    ``rng``: None, an int seed, a SeedSequence or a Generator (the ``rng``
+    contract of ``particles._validate``).
+    """
     n = check_int("n", n, low=1)
     d = check_int("d", d, low=1)
     shape = (n, d) if replicas is None else (check_int("replicas", replicas, low=1), n, d)
@@ -32,7 +37,7 @@ def equiangular(n, d):
 
 
 def gaussian(n, d, rng=None, scale=1.0, replicas=None):
-    """n i.i.d. N(0, scale^2 I) points."""
+    """n i.i.d. N(0, scale^2 I) points; ``rng`` as in :func:`uniform_sphere`."""
     n = check_int("n", n, low=1)
     d = check_int("d", d, low=1)
     shape = (n, d) if replicas is None else (check_int("replicas", replicas, low=1), n, d)

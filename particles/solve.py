@@ -22,18 +22,19 @@ import numpy as np
 
 from particles import integrators
 from particles._validate import check_choice, check_finite_scalar, check_int, check_seed, check_state
+from particles.backends import BUILTIN_BACKENDS, get_backend
 from particles.systems import System, check_user_functions
 
 __all__ = ["solve", "drift", "Trajectory", "DEFAULT_MAX_BYTES"]
 
 DEFAULT_MAX_BYTES = 2 * 1024**3
-BACKENDS = ("cpu", "reference", "cuda")
+BACKENDS = BUILTIN_BACKENDS  # the built-in ones; particles.backends.available_backends() adds the registered ones
 _RTOL_GRID = 1e-9
 
 
 @dataclass(frozen=True)
 class Plan:
-    """Everything a backend needs besides the system and the arrays."""
+    """Everything a backend needs besides the system and the arrays (see the contract in ``particles.backends``)."""
 
     method: str
     nsteps: int
@@ -119,19 +120,9 @@ def _steps(t_end, dt):
 
 
 def _backend(name):
-    check_choice("backend", name, BACKENDS)
-    if name == "cpu":
-        from particles.backends import cpu
-
-        return cpu
-    if name == "reference":
-        from particles.backends import reference
-
-        return reference
-    from particles.backends import cuda  # numba-cuda: imported only when asked for
-
-    cuda.require()  # ImportError / RuntimeError saying how to install numba-cuda or enable the simulator
-    return cuda
+    # the registry imports a built-in backend on first use (numba-cuda only when asked for) and runs its
+    # require(): ImportError / RuntimeError saying how to install numba-cuda or enable the simulator
+    return get_backend(name)
 
 
 def _check_system(system):
@@ -180,7 +171,8 @@ def solve(system, x0, *, t_end, dt, method="full", batch_size=None, seed=0, back
         weight ``1/(|C| - 1)`` of its actual size.
     seed : int
         0 <= seed < 2**64. Determines the noise and the batches.
-    backend : {"cpu", "reference", "cuda"}
+    backend : {"cpu", "reference", "cuda"} or a registered name
+        See :mod:`particles.backends` (:func:`~particles.backends.register_backend`).
     save_every : int
         Keep every ``save_every``-th step (the final state is always kept).
     noise_dt : float, optional

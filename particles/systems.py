@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from particles import _kernels
+from particles import _kernels, _layout
 from particles._validate import check_choice, check_finite_scalar, check_int
 
 __all__ = ["System", "confined_tanh", "dyson", "attention", "custom", "CompileCostWarning"]
@@ -50,7 +50,8 @@ class System:
         ``"kernel"``: pairwise kernel K with mean normalisation (T1).
         ``"attention"``: self-attention (T19 softmax, T20 unnormalised).
     params : ndarray of float64
-        Flat parameter vector handed to the compiled scalar functions.
+        Flat parameter vector handed to the compiled scalar functions; its
+        layout per family is defined in ``particles._layout``.
     sigma : float
         Noise amplitude; the effective amplitude for N particles is
         ``sigma * N ** (-sigma_n_power)``.
@@ -121,7 +122,7 @@ def confined_tanh(r: float = 1.0, L: float = 0.3, sigma: float = 1.0) -> System:
     return System(
         name="confined_tanh",
         family="kernel",
-        params=_frozen([_kernels.MODEL_TANH, r, L]),
+        params=_frozen(_layout.pack_tanh(r, L)),
         sigma=sigma,
         kernel=_kernels.builtin_kernel,
         drift=_kernels.builtin_drift,
@@ -154,7 +155,7 @@ def dyson(beta: float = 2.0, eps: float = 0.0) -> System:
     return System(
         name="dyson",
         family="kernel",
-        params=_frozen([_kernels.MODEL_DYSON, eps]),
+        params=_frozen(_layout.pack_dyson(eps)),
         sigma=math.sqrt(2.0 / beta),
         sigma_n_power=0.5,
         normalization="N",
@@ -167,8 +168,8 @@ def dyson(beta: float = 2.0, eps: float = 0.0) -> System:
     )
 
 
-ATTN_SOFTMAX = 0.0
-ATTN_MEAN = 1.0
+ATTN_SOFTMAX = _layout.ATTN_SOFTMAX
+ATTN_MEAN = _layout.ATTN_MEAN
 
 
 def _check_matrix(name, m, d):
@@ -237,11 +238,8 @@ def attention(
     if not identity:
         eye = np.eye(d)
         mats = {k: (eye if a is None else a) for k, a in mats.items()}
-        flat = np.concatenate([mats["Q"].ravel(), mats["K"].ravel(), mats["V"].ravel()])
-    else:
-        flat = np.zeros(0)
     norm = ATTN_SOFTMAX if kind == "SA" else ATTN_MEAN
-    params = np.concatenate([[beta, norm, 1.0, 1.0 if identity else 0.0], flat])
+    params = _layout.pack_attention(beta, norm, True, mats["Q"], mats["K"], mats["V"])
     return System(
         name=f"attention_{kind}",
         family="attention",

@@ -20,6 +20,7 @@ Free names bound at compile time:
   ``prepare_row``, ``member_force`` the family's per-particle routines
   ``project_tangent``, ``normalise``, ``particle_noise``, ``stage_particle``, ``advance_particle``
                                     from ``_loops``
+  ``softmax_step``                  the batch-softmax step of :mod:`particles.device`
   RNG and batch helpers             ``combine``, ``root_key``, ``draw``, ``to_unit``, ``draw_subset``
 
 Thread layout: one thread per (replica, position) for the per-particle
@@ -34,6 +35,14 @@ import math  # noqa: F401  (the _loops routines bound into this namespace use it
 
 import numpy as np
 
+from particles._layout import (  # noqa: F401  (the _loops routines bound into this namespace use them)
+    ATTN_BETA,
+    ATTN_IDENTITY,
+    ATTN_NORM,
+    ATTN_QKV,
+    ATTN_SELF,
+    ATTN_SOFTMAX,
+)
 from particles._rng import STREAM_NOISE, STREAM_PERM, STREAM_SUBSET  # noqa: F401  (one home: the stream ids)
 
 ZERO_OUT = False  # True for a user's kernel: ``out`` zeroed before each call (see ``_loops.ZERO_OUT``)

@@ -44,6 +44,8 @@ import math
 import numpy as np
 from numba import prange
 
+from particles._layout import ATTN_BETA, ATTN_NORM, ATTN_SELF, ATTN_SOFTMAX
+
 # exp(y) = 2^k e^r with k = round(y / ln 2), |r| <= ln(2)/2; ln 2 split in a high part with trailing zero bits
 # (k * _LN2_HI is exact for |k| < 2^20) and a low part; e^r = 1 + r q(r), q(r) = (e^r - 1)/r to r^12 (error
 # < 5e-18 on |r| <= 0.35). 2^k is built from its bits in two factors 2^k1 2^k2 (k1 = k >> 1), each a normal
@@ -361,9 +363,9 @@ def run_ensemble(x, traj, nsteps, save_every, A, B, dt, dt_last, params, couplin
     R, n, d = x.shape
     n8 = -(-n // 8) * 8
     S = B.shape[0]
-    beta = params[0]
-    softmax = params[1] == 0.0
-    include_self = params[2] != 0.0
+    beta = params[ATTN_BETA]
+    softmax = params[ATTN_NORM] == ATTN_SOFTMAX
+    include_self = params[ATTN_SELF] != 0.0
     for r in prange(R):  # the caller sets Numba's parallel chunk size: sets are handed out as threads free up
         xt = np.zeros((d + 1, n8))
         xs = np.zeros((d + 1, n8))

@@ -19,7 +19,7 @@ family's scalar functions:
   says once.
 
 The built-in kernel systems (confined tanh, Dyson) in flat space take a
-fast path for ``full`` and ``rbm1`` (``run_fast_*`` in ``_loops``): the
+fast path for ``full`` and ``rbm1`` (``run_fast_*`` in ``_fast``): the
 particles of a batch are gathered into component rows so that the pair
 loops vectorise (with the branch-free ``_kernels.fast_tanh``), and an RBM-1
 step is done chunk by chunk (gather, forces, noise, update, scatter) while
@@ -49,8 +49,8 @@ import warnings
 
 import numpy as np
 
-from particles import _batches, _kernels, _rng
-from particles.backends import _ensemble, _loops
+from particles import _batches, _kernels, _layout, _rng, device
+from particles.backends import _ensemble, _loops, _perms
 from particles.systems import CompileCostWarning
 
 name = "cpu"
@@ -58,13 +58,16 @@ name = "cpu"
 _RNG_FUNCS = ("mix64", "combine", "root_key", "draw", "to_unit", "to_unit_open", "normal", "normal_first")
 _BATCH_FUNCS = ("build_permutation", "draw_subset")
 _KERNEL_FUNCS = ("fast_tanh", "tanh_pair", "dyson_pair", "tanh_drift1", "dyson_drift1")
+_DEVICE_FUNCS = ("softmax_step",)
 _LOOP_ORDER = (
-    "project_tangent", "normalise", "gather_keys", "attn_tile_force", "force_all", "perm_draws", "perm_scan",
-    "perm_scatter", "perm_shuffle", "permute_replica", "build_perms",
+    "project_tangent", "normalise", "gather_keys", "attn_tile_force", "force_all",
     "particle_noise", "stage_particle", "advance_particle", "stage_all", "advance_all", "save_state", "run_batched",
     "run_rbmr",
 )
-# the fast path of the built-in kernel systems (see _loops "fast path")
+# the RBM-1 permutations (_perms): they use nothing of a system, so they are compiled once, on their own
+# (permutation_loops), and every family's loops call those
+_PERM_ORDER = ("perm_draws", "perm_scan", "perm_scatter", "perm_shuffle", "permute_replica", "build_perms")
+# the fast path of the built-in kernel systems (see _fast)
 _FAST_ORDER = (
     "seg_slots", "seg_gather", "block_forces", "seg_forces", "stage_rows", "seg_noise", "seg_advance", "seg_step",
     "fused_step", "phased_forces", "phased_step", "run_fast_fused", "run_fast_phased",
@@ -73,8 +76,8 @@ _PARALLEL = {"force_all", "permute_replica", "build_perms", "stage_all", "advanc
              "fused_step", "phased_forces", "phased_step"}
 # per built-in model code: (pair_fn, pair_const, drift1, drift_const) in particles._kernels
 _MODELS = {
-    _kernels.MODEL_TANH: ("tanh", ("tanh_pair", "tanh_pair_const", "tanh_drift1", "tanh_drift_const")),
-    _kernels.MODEL_DYSON: ("dyson", ("dyson_pair", "dyson_pair_const", "dyson_drift1", "dyson_drift_const")),
+    _layout.MODEL_TANH: ("tanh", ("tanh_pair", "tanh_pair_const", "tanh_drift1", "tanh_drift_const")),
+    _layout.MODEL_DYSON: ("dyson", ("dyson_pair", "dyson_pair_const", "dyson_drift1", "dyson_drift_const")),
 }
 # numpy's error model: a float division by zero gives inf/nan (as in the reference backend) instead of
 # raising, and leaves the loops free of exception branches, so that they vectorise
@@ -92,6 +95,7 @@ _ENSEMBLE_ORDER = ("ens_exp_flat", "ens_gram", "ens_accumulate", "ens_forces", "
 
 _lock = threading.RLock()
 _ensemble_ns: types.SimpleNamespace | None = None
+_perm_ns: types.SimpleNamespace | None = None
 ensemble_calls = 0  # runs that took the fused ensemble kernel (read by the tests)
 _shared: dict | None = None
 _tag: str | None = None
@@ -116,7 +120,8 @@ def _source_tag():
     global _tag
     if _tag is None:
         h = hashlib.sha1()
-        for module in (_rng, _batches, _kernels, _loops, _ensemble, sys.modules[__name__]):
+        for module in (_layout, _rng, _batches, _kernels, device, _loops, *_loops.SOURCES, _ensemble,
+                       sys.modules[__name__]):
             h.update(inspect.getsource(module).encode())
         _tag = h.hexdigest()[:10]
     return _tag
@@ -147,6 +152,10 @@ def _shared_namespace():
                 ns[fname] = numba.njit(cache=True, **_JIT)(_rebind(getattr(_rng, fname), ns))
             for fname in _BATCH_FUNCS:
                 ns[fname] = numba.njit(cache=True, **_JIT)(_rebind(getattr(_batches, fname), ns))
+            for fname in _DEVICE_FUNCS:
+                # inlined in Numba's IR: as a call (LLVM does not inline it) the attention forces ran 1.5x slower
+                ns[fname] = numba.njit(cache=True, inline="always", **_JIT)(
+                    _rebind(getattr(device, fname), dict(vars(device))))
             kns = dict(vars(_kernels))
             for fname in _KERNEL_FUNCS:
                 kns[fname] = ns[fname] = numba.njit(cache=True, **_JIT)(_rebind(getattr(_kernels, fname), kns))
@@ -164,9 +173,10 @@ def _compile_family(kernel_fn, drift_fn, family, cache, model=None, user=None, z
     """
     numba = _numba()
     shared = _shared_namespace()
-    ns = dict(vars(_loops))
-    for key in (*_RNG_FUNCS, *_BATCH_FUNCS, *_KERNEL_FUNCS):
+    ns = _loops.namespace()
+    for key in (*_RNG_FUNCS, *_BATCH_FUNCS, *_KERNEL_FUNCS, *_DEVICE_FUNCS):
         ns[key] = shared[key]
+    ns["build_perms"] = permutation_loops().build_perms
     kns = dict(vars(_kernels))
     for key in _KERNEL_FUNCS:
         kns[key] = shared[key]
@@ -195,7 +205,28 @@ def _compile_family(kernel_fn, drift_fn, family, cache, model=None, user=None, z
     for fname in order:
         fn = _rebind(getattr(_loops, fname), ns, family)
         ns[fname] = numba.njit(parallel=fname in _PARALLEL, cache=cache, **_JIT)(fn)
-    return types.SimpleNamespace(**{k: ns[k] for k in (*order, "prepare_row", "member_force")})
+    return types.SimpleNamespace(**{k: ns[k] for k in (*order, "build_perms", "prepare_row", "member_force")})
+
+
+def permutation_loops():
+    """The compiled RBM-1 permutation loops (``_perms``; compiled lazily, once, on their own; cached on disk).
+
+    Drawing a partition compiles these and the RNG helpers only, never a
+    system's loops.
+    """
+    global _perm_ns
+    with _lock:
+        if _perm_ns is None:
+            numba = _numba()
+            shared = _shared_namespace()
+            ns = dict(vars(_perms))
+            for key in _RNG_FUNCS:
+                ns[key] = shared[key]
+            for fname in _PERM_ORDER:
+                fn = _rebind(getattr(_perms, fname), ns, "perms")
+                ns[fname] = numba.njit(parallel=fname in _PARALLEL, cache=True, **_JIT)(fn)
+            _perm_ns = types.SimpleNamespace(**{k: ns[k] for k in _PERM_ORDER})
+        return _perm_ns
 
 
 # --- user-defined systems ----------------------------------------------------------------------------------------
@@ -375,7 +406,7 @@ def loops_for(system):
         if system.family == "attention":
             key = "attention"
         elif system.builtin:
-            key = float(system.params[0])  # the model code
+            key = float(system.params[_layout.MODEL])
         else:
             key = (system.kernel, system.drift)
         if key not in _families:
@@ -409,7 +440,7 @@ def takes_ensemble_kernel(system, plan, n):
     Attention family with Q = K = V = I, ``method="full"``, no noise, and
     token sets of at most :data:`ENSEMBLE_MAX_N` tokens.
     """
-    return (system.family == "attention" and system.builtin and float(system.params[3]) != 0.0
+    return (system.family == "attention" and system.builtin and float(system.params[_layout.ATTN_IDENTITY]) != 0.0
             and plan.method == "full" and plan.scale == 0.0 and plan.scale_last == 0.0
             and 1 <= n <= ENSEMBLE_MAX_N)
 
@@ -529,15 +560,8 @@ def drift(system, x, out, *, method, batch_size, seed, step, coupling):
 
 
 def permutations(seed, step, n, replicas=1):
-    """The RBM-1 permutations of reshuffle ``step`` (for tests and the reference)."""
-    loops = loops_for_any()
+    """The RBM-1 permutations of reshuffle ``step``, (replicas, n) int64 (compiles no system's loops)."""
     nb = _batches.num_buckets(n)
     idx = np.empty((replicas, n), dtype=np.int64)
-    loops.build_perms(np.uint64(seed), step, nb, idx, *_perm_scratch(replicas, n))
+    permutation_loops().build_perms(np.uint64(seed), step, nb, idx, *_perm_scratch(replicas, n))
     return idx
-
-
-def loops_for_any():
-    from particles.systems import confined_tanh
-
-    return loops_for(confined_tanh())

@@ -62,7 +62,7 @@ from collections import Counter
 
 import numpy as np
 
-from particles import _batches, _kernels, _rng
+from particles import _batches, _kernels, _layout, _rng, device
 from particles.backends import _cuda_loops, _loops
 
 name = "cuda"
@@ -241,6 +241,7 @@ def _shared():
             for fname in _RNG_FUNCS:
                 ns[fname] = _device(_rebind(getattr(_rng, fname), ns, "rng"))
             ns["draw_subset"] = _device(_rebind(_batches.draw_subset, ns, "rng"))
+            ns["softmax_step"] = _device(_rebind(device.softmax_step, dict(vars(device)), "device"))
             kns = dict(vars(_kernels))
             for fname in _KERNEL_FUNCS:
                 kns[fname] = _device(_rebind(getattr(_kernels, fname), kns, "kernels"))
@@ -250,14 +251,14 @@ def _shared():
 
 
 def namespace(family="misc", dim=1, **extra):
-    """A namespace holding ``cuda``, ``DIM``, the device RNG/batch helpers and ``batch_span``.
+    """A namespace holding ``cuda``, ``DIM``, the device RNG/batch helpers, ``softmax_step`` and ``batch_span``.
 
     Kernel sources (here and in :mod:`attention_theory._rba_cuda`) are bound
     into it with :func:`compile_kernels`.
     """
     shared = _shared()
     ns = dict(vars(_cuda_loops))
-    ns.update({k: shared[k] for k in (*_RNG_FUNCS, "draw_subset")})
+    ns.update({k: shared[k] for k in (*_RNG_FUNCS, "draw_subset", "softmax_step")})
     ns["cuda"] = _cuda()
     ns["DIM"] = int(dim)
     ns["batch_span"] = _device(_rebind(_cuda_loops.batch_span, ns, family))
@@ -282,7 +283,7 @@ def _family_key(system):
     if system.family == "attention":
         return "attention"
     if system.builtin:
-        return float(system.params[0])  # the model code
+        return float(system.params[_layout.MODEL])
     return (system.kernel, system.drift)
 
 

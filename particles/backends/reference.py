@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from particles import _batches, _rng
+from particles import _batches, _layout, _rng
 
 name = "reference"
 
@@ -49,14 +49,13 @@ def _batch_force(system, X, coupling):
             b = _drift_custom(system.drift, X, params)
         inter = Kmat.sum(axis=1) * (coupling / (m - 1)) if m > 1 else np.zeros_like(X)
         return inter + b
-    beta, norm, include_self, identity = params[:4]
+    beta, norm, include_self, identity, Q, K, V = _layout.unpack_attention(params, d)
     if identity:
         Qx = Kx = Vx = X
     else:
-        Q, K, V = params[4:].reshape(3, d, d)
         Qx, Kx, Vx = X @ Q.T, X @ K.T, X @ V.T
     S = beta * (Qx @ Kx.T)
-    if norm == 0.0:  # softmax (SA, T19)
+    if norm == _layout.ATTN_SOFTMAX:  # softmax (SA, T19)
         if not include_self:
             S[np.arange(m), np.arange(m)] = -np.inf
         S = S - S.max(axis=1, keepdims=True)
