@@ -33,6 +33,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from attention_theory._validate import as_generator as _as_generator
 from particles.batching import batch_bounds
 from particles.integrators import batch_variance_factor
 
@@ -122,18 +123,6 @@ def _qkv(q, k, v, *, same_tokens=False):
         raise ValueError(f"k must have one row per token (N = {q.shape[0]}), got shape {k.shape}")
     vector_valued = v_arr.ndim == 2
     return q, k, (v_arr if vector_valued else v_arr[:, None]), vector_valued
-
-
-def _as_generator(rng):
-    if isinstance(rng, np.random.Generator):
-        return rng
-    if isinstance(rng, np.random.SeedSequence):
-        return np.random.default_rng(rng)
-    if isinstance(rng, (numbers.Integral, np.integer)) and not isinstance(rng, (bool, np.bool_)):
-        if rng < 0:
-            raise ValueError(f"rng must be a non-negative integer seed, a SeedSequence or a Generator, got {rng}")
-        return np.random.default_rng(int(rng))
-    raise TypeError(f"rng must be a numpy Generator, a SeedSequence or an integer seed, got {type(rng).__name__}")
 
 
 def _logsumexp(a, axis):
