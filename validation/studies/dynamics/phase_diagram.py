@@ -271,5 +271,5 @@ class PhaseDiagramStudy(Study):
             rule=(f"informational: median over beta (where the curve is below t = {t_end:g}) of t_50 / t_equiangular; "
                   f"measured is that of d = {dims[-1]}"),
             details={"curve": {"beta": list(self.CURVE_BETAS), "t": curve_t}, "per_d": per_d,
-                     "beta_where_curve_reaches_T": beta_at_horizon}))
+                     "beta_where_curve_reaches_T": beta_at_horizon, "step": step_words(records[0].params)}))
         return out

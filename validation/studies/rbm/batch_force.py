@@ -136,6 +136,18 @@ class BatchForceLemma(Study):
                 "max_abs_z_mean": float(np.max(np.abs(z_mean))),
                 "p_mean_min": _two_sided_p(np.max(np.abs(z_mean))), "n_coords": int(z_mean.size)}
 
+    @staticmethod
+    def _curves(groups):
+        """T3 and the textbook factor on a fine grid of batch sizes, times the mean Lambda (for the figure)."""
+        n = groups[0][0]["N"]
+        ps = np.array(sorted(p["p"] for p, _ in groups), dtype=float)
+        lam = float(np.mean([r.result["lambda_mean"] for _, recs in groups for r in recs]))
+        pc = np.geomspace(ps.min(), min(ps.max() * 1.15, n - 0.5), 200)
+        # 1/(p-1) - 1/(N-1): batch_variance_factor when p divides N, drawn through the p that do not
+        return {"p": pc.tolist(), "lambda_mean": lam, "t3": ((1.0 / (pc - 1.0) - 1.0 / (n - 1.0)) * lam).tolist(),
+                "textbook": (lam / (pc - 1.0)).tolist(),
+                "textbook_relative_percent": (100.0 * (pc - 1.0) / (n - pc)).tolist()}
+
     def verdicts(self, records, mode):
         groups = [(p, recs) for p, recs in self.group(records, mode) if recs]
         if not groups:
@@ -183,7 +195,7 @@ class BatchForceLemma(Study):
             rule=(f"two-sided z-test per (p, i, coordinate) ({n_coords} tests); pass when the smallest p-value >= "
                   f"{a_mean:.3g} (family-wise {self.ALPHA:g}, half for this check, Bonferroni); measured = largest "
                   "|z|"),
-            details={"per_p": mean_rows}))
+            details={"per_p": mean_rows, "z_crit": z_mean_crit, "alpha_per_test": a_mean}))
         rejected = [bool(tb_rejected and r["wrong_weight_max_abs_z_mean"] > z_mean_crit)
                     for tb_rejected, r in zip(textbook_rejected, control_rows)]
         out.append(Verdict(
@@ -194,5 +206,5 @@ class BatchForceLemma(Study):
             rule=("at the same thresholds, for every p: the mean-zero test applied to batch sum * (p-1)/p rejects, "
                   "and the second-moment z-test against (1/(p-1)) mean Lambda_i rejects (measured = number of batch "
                   "sizes where both reject)"),
-            details={"per_p": control_rows}))
+            details={"per_p": control_rows, "curves": self._curves(groups)}))
         return out

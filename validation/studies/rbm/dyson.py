@@ -7,7 +7,12 @@ import math
 import numpy as np
 
 import particles
-from attention_theory.bounds.ips import batch_lambdas, dyson_stationary_second_moment, semicircle_cdf
+from attention_theory.bounds.ips import (
+    batch_lambdas,
+    dyson_stationary_second_moment,
+    semicircle_cdf,
+    semicircle_density,
+)
 from particles import integrators, systems
 from validation.stats import mean_interval
 from validation.study import Study, Verdict, register
@@ -255,6 +260,13 @@ class DysonSemicircle(Study):
                      "ks_vs_t": {str(int(p["N"])): np.mean([r.result["ks_t"] for r in recs], axis=0).tolist()
                                  for p, recs in sel},
                      "t": sel[0][1][0].result["t"]}
+            # what the figure draws: the bootstrap interval per N, and the laws the histograms are compared with
+            ks_lo, ks_hi = np.quantile(boot, [a / 2, 1 - a / 2], axis=0)
+            per_n["ks_interval_low"], per_n["ks_interval_high"] = ks_lo.tolist(), ks_hi.tolist()
+            if method == "full":
+                xs = np.linspace(-self.HIST_RANGE, self.HIST_RANGE, 801)
+                per_n["densities"] = {"x": xs.tolist(), "semicircle": semicircle_density(xs).tolist(),
+                                      "initial": (np.exp(-xs**2) / math.sqrt(math.pi)).tolist()}
             out.append(Verdict(
                 study=self.name, claim=f"{who}: Kolmogorov distance to the semicircle decreases with N", label=label,
                 predicted="slope < 0", measured=slope, interval=(lo, hi), tolerance=0.0, passed=bool(hi < 0),
