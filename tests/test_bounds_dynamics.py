@@ -119,3 +119,13 @@ def test_circle_cluster_count_by_hand():
 def test_the_package_re_exports_the_module():
     for name in dyn.__all__:
         assert getattr(bounds, name) is getattr(dyn, name)
+
+
+def test_the_largest_energy_is_that_of_one_cluster():
+    beta = 2.5
+    one = np.tile(np.eye(4)[0], (6, 1))
+    assert dyn.attention_energy_max(beta) == pytest.approx(float(dyn.attention_energy(one, beta)), rel=1e-15)
+    gen = np.random.default_rng(5)
+    x = gen.standard_normal((200, 6, 4))
+    x /= np.linalg.norm(x, axis=-1, keepdims=True)
+    assert np.all(dyn.attention_energy(x, beta) < dyn.attention_energy_max(beta))

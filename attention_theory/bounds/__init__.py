@@ -15,6 +15,7 @@ Every public function of the submodules is importable from here.
 
 from attention_theory.bounds.dynamics import (
     attention_energy,
+    attention_energy_max,
     averaged_pair_force,
     circle_cluster_count,
     collapse_rate,
@@ -64,6 +65,7 @@ __all__ = [
     "equiangular_time",
     "collapse_rate",
     "attention_energy",
+    "attention_energy_max",
     "sa_force",
     "averaged_pair_force",
     "pair_averaging_floor",

@@ -7,6 +7,7 @@ function                               label     what it returns
 :func:`equiangular_time`               T19, T20  the time at which gamma reaches a level (a quadrature)
 :func:`collapse_rate`                  T19, T20  the rate of 1 - gamma ~ exp(-rate t) near collapse
 :func:`attention_energy`               T19, T20  E_beta(X), non-decreasing along the flows
+:func:`attention_energy_max`           T19, T20  its largest value, e^beta/(2 beta), at one cluster
 :func:`sa_force`                       T19       the SA vector field
 :func:`averaged_pair_force`            B5        the SA force averaged over the RBM-1 pairings (p = 2)
 :func:`pair_averaging_floor`           B5        squared distance at T between the SA flow and the pair-averaged
@@ -29,6 +30,7 @@ __all__ = [
     "equiangular_time",
     "collapse_rate",
     "attention_energy",
+    "attention_energy_max",
     "sa_force",
     "averaged_pair_force",
     "pair_averaging_floor",
@@ -115,6 +117,11 @@ def attention_energy(x, beta):
     n = x.shape[-2]
     gram = np.einsum("...id,...jd->...ij", x, x)
     return np.exp(beta * gram).sum(axis=(-2, -1)) / (2.0 * beta * n * n)
+
+
+def attention_energy_max(beta):
+    """The largest value of E_beta, e^beta / (2 beta), reached at one cluster (every <x_i, x_j> = 1), beta > 0."""
+    return math.exp(beta) / (2.0 * beta)
 
 
 def _project(x, f):

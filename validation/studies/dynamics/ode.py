@@ -7,7 +7,7 @@ import math
 import numpy as np
 
 import particles
-from attention_theory.bounds.dynamics import attention_energy, collapse_rate, gamma_reference
+from attention_theory.bounds.dynamics import attention_energy, attention_energy_max, collapse_rate, gamma_reference
 from particles import initial, integrators, systems
 from validation.rates import fit_rate
 from validation.study import Study, Verdict, register
@@ -240,7 +240,8 @@ class EnergyMonotoneStudy(Study):
             p = rec.params
             r = rec.result["rk4"]
             ok = r["violations"] == 0 and r["gain_min"] > 1.0
-            details = {**{k: v for k, v in r.items() if k != "curve"}, "R": p["R"], "n": p["n"], "T": p["T"]}
+            details = {**{k: v for k, v in r.items() if k != "curve"}, "R": p["R"], "n": p["n"], "T": p["T"],
+                       "kind": p["kind"], "beta": p["beta"], "d": p["d"], "energy_max": attention_energy_max(p["beta"])}
             if "euler" in rec.result:
                 details["projected_euler_dt0.1"] = {k: v for k, v in rec.result["euler"].items() if k != "curve"}
             if "ambient_euler" in rec.result:  # the step of the authors' scripts
