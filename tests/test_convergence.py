@@ -13,6 +13,7 @@ import pytest
 
 import particles
 from particles import integrators, systems
+from validation.strong_order import coupled_strong_errors
 
 from .conftest import sphere_points
 
@@ -22,13 +23,9 @@ def _slope(levels, errors):
 
 
 def _rbm_errors(system, x0, taus, p, seed, t_end=1.0):
-    errs = []
-    for tau in taus:
-        kw = dict(t_end=t_end, dt=tau, seed=seed, noise_dt=min(taus), save_every=10**9)
-        full = particles.solve(system, x0, method="full", **kw).final
-        rbm = particles.solve(system, x0, method="rbm1", batch_size=p, **kw).final
-        errs.append(np.sqrt(np.mean((full - rbm) ** 2)))
-    return np.array(errs)
+    """RMS over replicas, particles and coordinates of RBM-1 - full at T, per level (common random numbers)."""
+    sq = coupled_strong_errors(system, x0, taus=taus, batch_sizes=[p], t_end=t_end, seed=seed)[p]
+    return np.sqrt(sq.mean(axis=0))
 
 
 @pytest.fixture(scope="module")
@@ -51,10 +48,8 @@ def test_rbm1_error_against_batch_size(tanh_setup):
     # and tau << 1/(p-1), where the (p-1)^(-1/2) law holds
     x0 = np.random.default_rng(13).standard_normal((8, 192, 1))
     ps = np.array([2, 3, 5, 9])
-    kw = dict(t_end=1.0, dt=2.0**-7, seed=6, save_every=10**9)
-    full = particles.solve(system, x0, method="full", **kw).final
-    errs = [np.sqrt(np.mean((particles.solve(system, x0, method="rbm1", batch_size=int(p), **kw).final - full) ** 2))
-            for p in ps]
+    sq = coupled_strong_errors(system, x0, taus=[2.0**-7], batch_sizes=[int(p) for p in ps], t_end=1.0, seed=6)
+    errs = [np.sqrt(sq[int(p)].mean()) for p in ps]
     assert abs(_slope(ps - 1, errs) - particles.RBM1.batch_exponent) <= 0.1
 
 

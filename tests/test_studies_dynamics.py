@@ -24,7 +24,9 @@ from scipy.spatial.distance import squareform
 
 import particles
 from particles import initial, systems
+from validation.stats import binomial_lower
 from validation.studies import dynamics as dyn
+from validation.studies.dynamics._common import _saved_states
 from validation.study import REGISTRY, Record, cell_seed, get_study
 
 from ._study_helpers import relabel, run_cells
@@ -171,8 +173,8 @@ def test_one_cluster_fails_on_a_metastable_configuration():
 
 
 def test_binomial_lower_bound():
-    assert dyn._binomial_lower(8, 8, 0.95) == pytest.approx(0.05 ** (1 / 8))
-    assert dyn._binomial_lower(0, 8, 0.95) == 0.0
+    assert binomial_lower(8, 8, 0.95) == pytest.approx(0.05 ** (1 / 8))
+    assert binomial_lower(0, 8, 0.95) == 0.0
 
 
 # --- sa_floor_vs_usa -----------------------------------------------------------------------------------------
@@ -299,7 +301,7 @@ def test_span_coordinates_give_the_same_dynamics():
 def test_saved_states_segments_equal_one_run():
     system = systems.attention(2.0, "SA")
     x0 = initial.uniform_sphere(5, 3, rng=3, replicas=2)
-    chunks = list(dyn._saved_states(system, x0, 3.0, 0.1, scheme="ambient_euler", every=2, budget=3 * x0.nbytes))
+    chunks = list(_saved_states(system, x0, 3.0, 0.1, scheme="ambient_euler", every=2, budget=3 * x0.nbytes))
     assert len(chunks) > 3  # really segmented
     t = np.concatenate([c[0] for c in chunks])
     x = np.concatenate([c[1] for c in chunks])

@@ -13,6 +13,17 @@ The theory layer that studies call and tests check against
 Every public function of the submodules is importable from here.
 """
 
+from attention_theory.bounds.dynamics import (
+    attention_energy,
+    attention_energy_max,
+    averaged_pair_force,
+    circle_cluster_count,
+    collapse_rate,
+    equiangular_time,
+    gamma_reference,
+    pair_averaging_floor,
+    sa_force,
+)
 from attention_theory.bounds.estimators import (
     RBA_EXACT_MAX_TOKENS,
     RFABiasVariance,
@@ -27,6 +38,14 @@ from attention_theory.bounds.estimators import (
     rff_positive_variance,
     rff_trig_variance,
     weight_second_moment,
+)
+from attention_theory.bounds.ips import (
+    batch_lambdas,
+    dyson_stationary_second_moment,
+    finite_n_batch_slope,
+    kernel_lambdas,
+    semicircle_cdf,
+    semicircle_density,
 )
 
 __all__ = [
@@ -44,4 +63,20 @@ __all__ = [
     "estimator_cost_per_query",
     "ra_variance_bound",
     "rfa_first_order",
+    # T3, the Dyson gas (ips) and Part C (dynamics)
+    "batch_lambdas",
+    "kernel_lambdas",
+    "finite_n_batch_slope",
+    "semicircle_density",
+    "semicircle_cdf",
+    "dyson_stationary_second_moment",
+    "gamma_reference",
+    "equiangular_time",
+    "collapse_rate",
+    "attention_energy",
+    "attention_energy_max",
+    "sa_force",
+    "averaged_pair_force",
+    "pair_averaging_floor",
+    "circle_cluster_count",
 ]

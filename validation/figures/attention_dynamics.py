@@ -42,14 +42,16 @@ def _above_floor(e):
     return out
 
 
-def _energy_panel(ax, records, kind):
+def _energy_panel(ax, records, kind, verdicts):
     out = {}
     recs = sorted((r for r in records if r.params["kind"] == kind), key=lambda r: r.params["beta"])
     for i, r in enumerate(recs):
         beta = r.params["beta"]
         cur = r.result["rk4"]["curve"]
         t = np.asarray(cur["t"])
-        e = np.asarray(cur["energy"]) / (math.exp(beta) / (2.0 * beta))  # (R, K)
+        e_max = next(v.details["energy_max"] for v in verdicts if (v.details["kind"], v.details["beta"],
+                                                                    v.details["d"]) == (kind, beta, r.params["d"]))
+        e = np.asarray(cur["energy"]) / e_max  # (R, K)
         colour = PALETTE[i % len(PALETTE)]
         for row in e:
             ax.plot(t, row, color=colour, lw=0.5, alpha=0.45)
@@ -93,10 +95,12 @@ def _equiangular_panel(ax, records, kind, verdicts):
     ax.set_ylabel(r"$1 - \gamma(t)$")
     n = recs[0].params["n"]
     ax.set_title(f"{kind}: equiangular tokens, $n = d = {n}$", pad=3)
-    if kind == "SA":
+    rate = next((float(v.predicted) for v in verdicts if v.claim.startswith("SA near collapse")), None)
+    if kind == "SA" and rate is not None:  # the study's predicted collapse rate
         t0 = float(np.asarray(recs[0].result[key]["t"])[-1])
         tt = np.array([0.45 * t0, 0.9 * t0])
-        ax.plot(tt, 1e-2 * np.exp(-2.0 * (tt - tt[0])), color="0.2", ls="--", lw=1.0, label=r"$\propto e^{-2t}$")
+        ax.plot(tt, 1e-2 * np.exp(-rate * (tt - tt[0])), color="0.2", ls="--", lw=1.0,
+                label=rf"$\propto e^{{-{rate:g}t}}$")
     from matplotlib.lines import Line2D
 
     handles, labels = ax.get_legend_handles_labels()
@@ -114,7 +118,8 @@ def plot(data):
     n_max = max(r.params["n"] for r in eq.records)
     qrecs = [r for r in eq.records if r.params["n"] == n_max]
     fig, axes = new_figure(2, 2, width=7.2, height=6.4)
-    energy = {k: _energy_panel(axes[0, j], erecs, k) for j, k in enumerate(("SA", "USA"))}
+    everdicts = en.verdicts()
+    energy = {k: _energy_panel(axes[0, j], erecs, k, everdicts) for j, k in enumerate(("SA", "USA"))}
     axes[0, 0].set_ylabel(r"$E_\beta(X(t)) \,/\, E_\beta^{\max}$")
     verdicts = eq.verdicts()
     equi = {}

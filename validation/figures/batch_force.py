@@ -21,9 +21,9 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy import stats
 
 from validation.figures._base import new_figure, verdict_of
+from validation.stats import bonferroni_z
 
 NAME = "batch_force"
 TITLE = "Batch-force lemma (T3): Monte Carlo E|chi|^2 against the formula across batch sizes"
@@ -74,18 +74,19 @@ def plot(data):
     first = next(iter(groups.values()))[0].params
     n, dim = first["N"], first["d"]
     lam = float(np.mean([r.result["lambda_mean"] for rs in groups.values() for r in rs]))
-    z95 = float(stats.norm.ppf(0.5 + CONFIDENCE / 2))
+    z95 = bonferroni_z(1.0 - CONFIDENCE)
     second = {v.details["p"]: v for v in d.verdicts() if v.claim.startswith("E|chi_i|^2")}
     mean_zero = verdict_of(d, contains="E chi_i = 0")
     control = verdict_of(d, contains="negative controls")
 
+    textbook = {r["p"]: r["textbook_prediction"] for r in control.details["per_p"]}
     rows = []
     for p, recs in groups.items():
         m, se, parts = second_moment(recs)
         mc, sec, _ = second_moment(recs, "control")
         v = second[p]
         rows.append({"p": p, "mean_S": m, "se_S": se, "ci_low": m - z95 * se, "ci_high": m + z95 * se,
-                     "predicted_T3": float(v.predicted), "textbook": lam / (p - 1), "partitions": parts,
+                     "predicted_T3": float(v.predicted), "textbook": textbook[p], "partitions": parts,
                      "z": v.details["z"], "p_value": v.details["p_value"], "passed": v.passed,
                      "wrong_weight_mean_S": mc, "wrong_weight_se_S": sec})
     mean_s = np.array([r["mean_S"] for r in rows])
@@ -95,10 +96,10 @@ def plot(data):
 
     fig, axes = new_figure(1, 3, width=11.0, height=4.3)
     ax1, ax2, ax3 = axes[0]
-    pc = np.geomspace(ps.min(), min(ps.max() * 1.15, n - 0.5), 200)
-    t3 = (1.0 / (pc - 1.0) - 1.0 / (n - 1.0)) * lam
+    curves = control.details["curves"]  # T3 and the textbook factor, as the study states them
+    pc, t3 = np.asarray(curves["p"]), np.asarray(curves["t3"])
     ax1.plot(pc, t3, color="0.15", lw=1.2, label=r"T3: $\left(\frac{1}{p-1}-\frac{1}{N-1}\right)\bar\Lambda$", zorder=2)
-    ax1.plot(pc, lam / (pc - 1.0), color="C1", ls="--", lw=1.0,
+    ax1.plot(pc, curves["textbook"], color="C1", ls="--", lw=1.0,
              label=r"textbook $\bar\Lambda/(p-1)$ (control: no finite-$N$ term)", zorder=2)
     ax1.errorbar(ps, mean_s, yerr=np.vstack([mean_s - lo, hi - mean_s]), fmt="o", color="C0", zorder=3,
                  label=r"Monte Carlo $\mathbb{E}\,S$, 95% interval")
@@ -117,7 +118,7 @@ def plot(data):
     rel = 100.0 * (mean_s / pred - 1.0)
     rlo, rhi = 100.0 * (lo / pred - 1.0), 100.0 * (hi / pred - 1.0)
     ax2.axhline(0.0, color="0.15", lw=1.2, label="T3 (exact)")
-    ax2.plot(pc, 100.0 * (pc - 1.0) / (n - pc), color="C1", ls="--", lw=1.0,
+    ax2.plot(pc, curves["textbook_relative_percent"], color="C1", ls="--", lw=1.0,
              label=r"textbook $\bar\Lambda/(p-1)$: $+\frac{p-1}{N-p}$")
     ax2.errorbar(ps, rel, yerr=np.vstack([rel - rlo, rhi - rel]), fmt="o", color="C0", zorder=3,
                  label="Monte Carlo, 95% interval")
@@ -136,9 +137,7 @@ def plot(data):
     ctl = {r["p"]: r for r in control.details["per_p"]}
     zmax = np.array([per_p[int(p)]["max_abs_z_mean"] for p in ps])
     zwrong = np.array([ctl[int(p)]["wrong_weight_max_abs_z_mean"] for p in ps])
-    n_tests = sum(r["n_coords"] for r in mean_zero.details["per_p"])
-    alpha = d.study.ALPHA / 2 / n_tests
-    z_star = float(stats.norm.isf(alpha / 2))
+    alpha, z_star = mean_zero.details["alpha_per_test"], mean_zero.details["z_crit"]
     ax3.plot(ps, zmax, "o", color="C0", label=r"RBM-1 weight $1/(|C|-1)$")
     ax3.plot(ps, zwrong, "x", color="C3", ms=6, label=r"wrong weight $1/|C|$ (control)")
     ax3.axhline(z_star, color="0.15", ls="--", lw=1.0,

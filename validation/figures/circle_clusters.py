@@ -9,7 +9,7 @@ cluster count. Bottom: the cluster count over the initialisations vs time
 (mean, and the 10-90% range), with THEORY's "about 2 clusters at beta = 4,
 3 at beta = 9" and the time at which the study's verdict reads the count.
 Cluster count: single linkage at angular distance arccos(1 - 1e-3)
-(:func:`validation.studies.dynamics.circle_cluster_count`).
+(:func:`attention_theory.bounds.dynamics.circle_cluster_count`, stored by the study).
 """
 
 from __future__ import annotations

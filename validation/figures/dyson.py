@@ -17,8 +17,6 @@ Euler bias explained by the study's identity).
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from validation.figures._base import new_figure
@@ -32,12 +30,6 @@ CONFIDENCE = 0.95
 SNAPSHOT_TIMES = (0.0, 0.4, 1.0)
 #: Adjacent bins merged in the single-time histograms (fewer samples than the pooled stationary one).
 SINGLE_TIME_MERGE = 2
-
-
-def semicircle_density(x):
-    """rho(x) = sqrt(2 - x^2)/pi on [-sqrt 2, sqrt 2], 0 outside."""
-    x = np.asarray(x, dtype=np.float64)
-    return np.sqrt(np.clip(2.0 - x * x, 0.0, None)) / math.pi
 
 
 def pooled_histogram(recs, saves):
@@ -67,27 +59,21 @@ def merge_bins(edges, density, factor):
     return edges[: k + 1 : factor], density[:k].reshape(-1, factor).mean(axis=1)
 
 
-def _hist_panel(ax, recs, saves, color, title, *, merge=1):
+def _hist_panel(ax, recs, saves, color, title, densities, *, merge=1):
     edges, dens, samples = pooled_histogram(recs, saves)
     edges, dens = merge_bins(edges, dens, merge)
     ax.stairs(dens, edges, fill=True, color=color, alpha=0.3, lw=0)
     ax.stairs(dens, edges, color=color, lw=1.0)
-    xs = np.linspace(edges[0], edges[-1], 801)
-    ax.plot(xs, semicircle_density(xs), color="0.1", lw=1.3)
+    ax.plot(densities["x"], densities["semicircle"], color="0.1", lw=1.3)
     ax.set_title(title, loc="left", fontsize=8.5)
     ax.set_xlim(edges[0], edges[-1])
     ax.set_ylim(0, 0.75)
     return {"edges": edges, "density": dens, "samples": samples}
 
 
-def _bootstrap_ci(data, sel):
-    ks_sets = [np.concatenate([np.asarray(r.result["ks_replica"], dtype=np.float64) for r in recs])
-               for recs in sel]
-    ns = np.asarray([recs[0].params["N"] for recs in sel], dtype=np.float64)
-    ks, _, _, boot = data.study._ks_bootstrap(ks_sets, ns)
-    a = 1.0 - CONFIDENCE
-    lo, hi = np.quantile(boot, [a / 2, 1 - a / 2], axis=0)
-    return ns, ks, lo, hi, [int(k.size) for k in ks_sets]
+def _distance_verdict(verdicts, method):
+    return next(v for v in verdicts if "decreases with N" in v.claim and v.claim.startswith(
+        "full system" if method == "full" else "RBM-1"))
 
 
 def plot(data):
@@ -97,6 +83,7 @@ def plot(data):
     ns_small = sorted(n for (m, reg, n) in cells if m == "full" and reg == "small_dt")
     n_h = ns_small[-1]
     p0 = cells[("full", "small_dt", n_h)][0].params
+    densities = _distance_verdict(verdicts, "full").details["densities"]
 
     fig, axes = new_figure(3, 4, width=10.0, height=8.6)
     out = {"N_histograms": n_h, "snapshots": {}, "single_time_bin_merge": SINGLE_TIME_MERGE}
@@ -109,15 +96,14 @@ def plot(data):
         out["snapshots"][method] = {"dt": recs[0].params["dt"], "replicas": reps, "panels": []}
         for j, target in enumerate(SNAPSHOT_TIMES):
             k = int(np.argmin(np.abs(t - target)))
-            h = _hist_panel(axes[i, j], recs, [k], color, rf"$t={t[k]:.2g}$", merge=SINGLE_TIME_MERGE)
+            h = _hist_panel(axes[i, j], recs, [k], color, rf"$t={t[k]:.2g}$", densities, merge=SINGLE_TIME_MERGE)
             out["snapshots"][method]["panels"].append({"t": [float(t[k])], **h})
         stat = np.flatnonzero(t >= p0["t_burn"] - 1e-9)
         h = _hist_panel(axes[i, 3], recs, stat, color,
-                        rf"$t\in[{t[stat[0]]:.3g},{t[stat[-1]]:.3g}]$, {stat.size} times pooled")
+                        rf"$t\in[{t[stat[0]]:.3g},{t[stat[-1]]:.3g}]$, {stat.size} times pooled", densities)
         out["snapshots"][method]["panels"].append({"t": t[stat].tolist(), **h})
         axes[i, 0].set_ylabel(f"{label}\ndensity ($N={n_h}$, {reps} replicas)")
-        xs = np.linspace(-2.0, 2.0, 801)
-        axes[i, 0].plot(xs, np.exp(-xs**2) / math.sqrt(math.pi), color="0.1", lw=1.0, ls=":")
+        axes[i, 0].plot(densities["x"], densities["initial"], color="0.1", lw=1.0, ls=":")
     for j in range(4):
         axes[1, j].set_xlabel(r"particle position $\lambda$")
 
@@ -132,12 +118,11 @@ def plot(data):
     shift = {"full": 1 / 1.04, "rbm1": 1.04}
     all_ns = []
     for method, label, color in rows:
-        sel = [cells[k] for k in sorted(cells) if k[0] == method and k[1] == "small_dt"]
-        sel.sort(key=lambda recs: recs[0].params["N"])
-        ns, ks, lo, hi, reps = _bootstrap_ci(d, sel)
+        v = _distance_verdict(verdicts, method)
+        ns, ks, reps = (np.asarray(v.details[k]) for k in ("Ns", "ks", "replicas"))
+        lo, hi = np.asarray(v.details["ks_interval_low"]), np.asarray(v.details["ks_interval_high"])
+        reps = reps.tolist()
         all_ns += list(ns)
-        v = next(v for v in verdicts if "decreases with N" in v.claim and v.claim.startswith(
-            "full system" if method == "full" else "RBM-1"))
         ax_n.errorbar(ns * shift[method], ks, yerr=np.vstack([ks - lo, hi - ks]), fmt="o", color=color, zorder=3,
                       label=rf"{label}: slope {v.measured:.2f} [{v.interval[0]:.2f}, {v.interval[1]:.2f}]")
         x = np.log(ns)
@@ -150,7 +135,7 @@ def plot(data):
     ax_n.errorbar([cn], [ctrl.measured], yerr=[[ctrl.measured - ctrl.interval[0]], [ctrl.interval[1] - ctrl.measured]],
                   fmt="X", color="C3", ms=7, zorder=3,
                   label=rf"RBM-1, coarse $dt={ctrl.details['dt']:g}$ (negative control)")
-    thr = d.study.KS_THRESHOLD
+    thr = float(next(v for v in verdicts if "below threshold" in v.claim).predicted)
     ax_n.axhline(thr, color="0.3", ls="--", lw=1.0, label=f"verdict threshold {thr:g} (at the largest $N$)")
     ax_n.set_xscale("log", base=2)
     ax_n.set_yscale("log")
@@ -176,7 +161,8 @@ def plot(data):
     t = np.asarray(coarse[0].result["t"], dtype=np.float64)
     stat = np.flatnonzero(t >= p0["t_burn"] - 1e-9)
     h = _hist_panel(ax_c, coarse, stat, "C3",
-                    rf"negative control: RBM-1 at coarse $dt={coarse[0].params['dt']:g}$, $N={cn}$, stationary")
+                    rf"negative control: RBM-1 at coarse $dt={coarse[0].params['dt']:g}$, $N={cn}$, stationary",
+                    densities)
     m2 = float(np.mean(np.concatenate([r.result["m2"] for r in coarse])))
     info = next((v for v in verdicts if "departs from 1/2" in v.claim), None)
     note = rf"stationary $m_2=\mathrm{{mean}}_i\,\lambda_i^2={m2:.3f}$" + "\n(semicircle: 1/2"
@@ -203,8 +189,7 @@ def plot(data):
                Line2D([], [], color="C1", lw=1.0, ls="--", label=rf"RBM-1, $dt=2^{{-8}}/N$, $N={cn}$, stationary")]
     fig.legend(handles=handles, loc="outside lower center", ncols=3, fontsize=7.5)
     out["negative_control_histogram"] = {**h, "m2": m2}
-    xs = np.linspace(-2.0, 2.0, 801)
-    out["semicircle_x"], out["semicircle_density"] = xs, semicircle_density(xs)
+    out["semicircle_x"], out["semicircle_density"] = densities["x"], densities["semicircle"]
 
     fig.suptitle(
         rf"Dyson Brownian motion ($\beta=2$): $d\lambda_i=-\lambda_i\,dt+N^{{-1}}\Sigma_{{j\neq i}}"

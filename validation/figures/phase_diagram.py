@@ -31,7 +31,6 @@ import re
 import numpy as np
 
 from validation.figures._base import new_figure, verdict_of
-from validation.studies.dynamics import step_words
 
 NAME = "phase_diagram"
 TITLE = "Phase diagram of P(<x_1(t), x_2(t)> > 1 - 1e-3) over (t, beta), SA (T19), n = 32, d = 2 .. 1024"
@@ -151,8 +150,8 @@ def plot(data):
                  f"$h = {dt:g}$: probability that two tokens are clustered\n"
                  f"{m_txt} initialisations per $(d, \\beta)$ cell, $\\beta$ in {_fmt_betas(all_betas)}, "
                  f"{sd.mode} mode\nP estimated over all pairs (exchangeable tokens)", fontsize=8.5)
-    out = {"kind": kind, "n": n, "dt": dt, "scheme": scheme, "step": step_words(p0), "eps": eps, "mode": sd.mode,
-           "dims": dims, "t": t,
+    out = {"kind": kind, "n": n, "dt": dt, "scheme": scheme, "step": eq.details.get("step"), "eps": eps,
+           "mode": sd.mode, "dims": dims, "t": t,
            "P_estimator": "mean over initialisations of the fraction of pairs (i, j) with <x_i, x_j> > 1 - eps",
            "transitions": {str(d): [{"beta": b, "t50_ode": a, "t50_h": c, "h": h} for b, a, c, h in rows]
                            for d, rows in marks.items()},

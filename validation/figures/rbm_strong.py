@@ -19,9 +19,9 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy import stats
 
 from validation.figures._base import ci_errorbars, loglog_reference, new_figure, verdict_of
+from validation.stats import mean_interval
 
 NAME = "rbm_strong"
 TITLE = "RBM-1 strong error (T4): order 1/2 in tau, (p-1)^(-1/2) in the batch size, uniform in N and in time"
@@ -37,12 +37,8 @@ def rms_interval(sq, confidence=CONFIDENCE):
     replicas (rows), mapped through the square root (lower end clipped at 0).
     Returns ``(rms, low, high)``, arrays of shape (levels,).
     """
-    sq = np.asarray(sq, dtype=np.float64)
-    n = sq.shape[0]
-    m = sq.mean(axis=0)
-    se = sq.std(axis=0, ddof=1) / math.sqrt(n)
-    t = float(stats.t.ppf(0.5 + confidence / 2, df=n - 1))
-    return np.sqrt(m), np.sqrt(np.clip(m - t * se, 0.0, None)), np.sqrt(m + t * se)
+    mi = mean_interval(np.asarray(sq, dtype=np.float64), confidence)
+    return np.sqrt(mi.mean), np.sqrt(np.clip(mi.low, 0.0, None)), np.sqrt(mi.high)
 
 
 def _stack(recs, key="sq_errors"):

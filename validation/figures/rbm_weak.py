@@ -16,9 +16,9 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy import stats
 
 from validation.figures._base import loglog_reference, new_figure
+from validation.stats import bonferroni_z, mean_interval
 
 NAME = "rbm_weak"
 TITLE = "RBM-1 weak error vs tau (T5): slope 1"
@@ -53,7 +53,7 @@ def plot(data):
     recs = sorted(d.records, key=lambda r: r.replicate)
     params = recs[0].params
     taus = np.asarray(params["taus"], dtype=float)
-    z = float(stats.norm.ppf(0.5 + CONFIDENCE / 2))
+    z = bonferroni_z(1.0 - CONFIDENCE)
     fig, ax = new_figure(width=6.4, height=5.4)
     out = {"taus": taus, "N": params["N"], "p": params["p"], "T": params["T"], "confidence": CONFIDENCE, "phi": {}}
     lows = []
@@ -80,10 +80,8 @@ def plot(data):
                      label=rf"reference slope ${order:g}$ (T5)")
     # strong error of the same runs, for comparison: block means of the mean square difference
     msq = np.asarray([r.result["strong_msq"] for r in recs], dtype=float)  # (blocks, levels)
-    m = msq.mean(axis=0)
-    t = float(stats.t.ppf(0.5 + CONFIDENCE / 2, df=msq.shape[0] - 1))
-    half = t * msq.std(axis=0, ddof=1) / math.sqrt(msq.shape[0])
-    srms, slo, shi = np.sqrt(m), np.sqrt(np.clip(m - half, 0, None)), np.sqrt(m + half)
+    mi = mean_interval(msq, CONFIDENCE)
+    srms, slo, shi = np.sqrt(mi.mean), np.sqrt(np.clip(mi.low, 0, None)), np.sqrt(mi.high)
     sslope = float(np.polyfit(np.log(taus), np.log(srms), 1)[0])
     ax.errorbar(taus, srms, yerr=np.vstack([srms - slo, shi - srms]), fmt="D", color="0.45", mfc="white", zorder=3,
                 label=f"strong RMS error of the same runs (comparison): least-squares slope {sslope:.3f}")

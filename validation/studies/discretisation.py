@@ -70,10 +70,11 @@ import math
 import numpy as np
 
 import particles
+from attention_theory.bounds.dynamics import circle_cluster_count
 from particles import initial, integrators, systems
 from validation.rates import fit_rate_resampled
 from validation.stats import mean_interval
-from validation.studies.dynamics import CircleClustersStudy, circle_cluster_count, span_coordinates
+from validation.studies.dynamics import CircleClustersStudy, span_coordinates
 from validation.study import Study, Verdict, register
 
 __all__ = ["PhaseDiscretisationStudy", "first_passage", "t50_of", "VARIANTS"]
