@@ -44,11 +44,12 @@ def package_versions() -> dict:
 
     versions = {"particle-attention": particles.__version__, "python": platform.python_version(),
                 "numpy": numpy.__version__, "scipy": scipy.__version__, "numba": numba.__version__}
+    # the installed distribution's version, without importing matplotlib (only validation.figures does)
     try:
-        import matplotlib
+        from importlib.metadata import PackageNotFoundError, version
 
-        versions["matplotlib"] = matplotlib.__version__
-    except ImportError:  # pragma: no cover  (a runtime dependency; only a broken install lacks it)
+        versions["matplotlib"] = version("matplotlib")
+    except PackageNotFoundError:  # pragma: no cover  (a runtime dependency; only a broken install lacks it)
         pass
     return versions
 

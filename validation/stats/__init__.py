@@ -103,7 +103,8 @@ measured-vs-predicted z-tests and binomial bounds every built-in study's
 verdict is decided with: :func:`bonferroni_z`, :func:`bonferroni_level`,
 :func:`compare_to_prediction`, :func:`binomial_lower`,
 :func:`binomial_interval`, :func:`student_t_critical`,
-:func:`chi2_variance_upper`.
+:func:`chi2_variance_upper`, :func:`two_sided_p`,
+:func:`percentile_interval`.
 
 Every function validates its inputs and names the offending argument.
 """
@@ -118,8 +119,9 @@ from validation.stats._decisions import (
     chi2_variance_upper,
     compare_to_prediction,
     student_t_critical,
+    two_sided_p,
 )
-from validation.stats._intervals import MeanInterval, mean_interval
+from validation.stats._intervals import MeanInterval, mean_interval, percentile_interval
 from validation.stats._multiple import adjust_pvalues
 from validation.stats._unbiasedness import UnbiasednessTest, unbiasedness_test
 from validation.stats._variance import VarianceCheck, mse_check, variance_check
@@ -145,4 +147,6 @@ __all__ = [
     "compare_to_prediction",
     "chi2_variance_upper",
     "student_t_critical",
+    "two_sided_p",
+    "percentile_interval",
 ]

@@ -38,6 +38,7 @@ __all__ = [
     "chi2_variance_upper",
     "compare_to_prediction",
     "student_t_critical",
+    "two_sided_p",
 ]
 
 
@@ -195,3 +196,18 @@ def chi2_variance_upper(variance, dof, alpha):
         raise ValueError("variance must be >= 0")
     out = v * dof / stats.chi2.ppf(alpha, dof)
     return float(out) if out.ndim == 0 else out
+
+
+def two_sided_p(z):
+    """Two-sided normal p-value ``2 * norm.sf(|z|)`` of a z statistic.
+
+    Examples
+    --------
+    >>> round(two_sided_p(1.959963984540054), 6)
+    0.05
+    """
+    from scipy import stats
+
+    if isinstance(z, bool) or not isinstance(z, numbers.Real) or math.isnan(z):
+        raise ValueError(f"z must be a real number, got {_plain(z)!r}")
+    return float(2 * stats.norm.sf(abs(z)))

@@ -12,7 +12,7 @@ from validation.stats._common import (
     _check_prob,
 )
 
-__all__ = ["MeanInterval", "mean_interval"]
+__all__ = ["MeanInterval", "mean_interval", "percentile_interval"]
 
 
 class MeanInterval(NamedTuple):
@@ -61,3 +61,25 @@ def mean_interval(x, confidence=0.95):
         return float(v) if v.ndim == 0 else v
 
     return MeanInterval(out(m), out(m - t * se), out(m + t * se), out(se), confidence, n)
+
+
+def percentile_interval(draws, alpha, axis=None):
+    """Percentile (bootstrap) interval: the ``alpha / 2`` and ``1 - alpha / 2`` quantiles of ``draws``.
+
+    ``draws`` are resampled or simulated values of a statistic; the interval has coverage ``1 - alpha`` to the
+    extent the bootstrap distribution mirrors the sampling one. Returns ``(low, high)`` as floats, or arrays
+    when ``axis`` leaves dimensions.
+
+    Examples
+    --------
+    >>> percentile_interval(np.arange(101.0), 0.1)
+    (5.0, 95.0)
+    """
+    alpha = _check_prob("alpha", alpha)
+    a = np.asarray(draws, dtype=np.float64)
+    if a.size == 0:
+        raise ValueError("draws must not be empty")
+    lo, hi = np.quantile(a, [alpha / 2, 1 - alpha / 2], axis=axis)
+    if np.ndim(lo) == 0:
+        return float(lo), float(hi)
+    return lo, hi

@@ -73,7 +73,7 @@ import particles
 from attention_theory.bounds.dynamics import circle_cluster_count
 from particles import initial, integrators, systems
 from validation.rates import fit_rate_resampled
-from validation.stats import mean_interval
+from validation.stats import mean_interval, percentile_interval
 from validation.studies.dynamics import CircleClustersStudy, span_coordinates
 from validation.study import Study, Verdict, register
 
@@ -341,7 +341,7 @@ class PhaseDiscretisationStudy(Study):
                     k01 = self.run_key(scheme, max(hs))
                     b = boot[k01] - boot[ref_key]
                     b = b[np.isfinite(b)]
-                    lo, hi = (float(v) for v in np.quantile(b, [(1 - conf) / 2, (1 + conf) / 2]))
+                    lo, hi = percentile_interval(b, 1 - conf)
                     out.append(Verdict(
                         study=self.name,
                         claim=f"{words} at h = {max(hs):g}: offset of the transition time t_50 from the ODE "

@@ -10,7 +10,7 @@ import particles
 from attention_theory.bounds.dynamics import pair_averaging_floor
 from particles import initial, systems
 from validation.rates import fit_rate
-from validation.stats import binomial_lower
+from validation.stats import binomial_lower, percentile_interval
 from validation.study import Study, Verdict, register
 
 from ._common import _check_mode
@@ -242,7 +242,7 @@ class SAFloorVsUSAStudy(Study):
         for _ in range(2000):
             idx = gen.integers(0, rep2.shape[0], rep2.shape[0])
             boot.append(floor(rep2[idx], pred[idx]))
-        lo, hi = (float(v) for v in np.quantile(boot, [0.025, 0.975]))
+        lo, hi = percentile_interval(boot, 0.05)
         return Verdict(
             study=self.name, claim="the SA floor (p = 2) is the distance to the pair-averaged dynamics (averaging "
                                    "principle: the batch-softmax bias sets the floor)",

@@ -8,7 +8,7 @@ import numpy as np
 
 import attention_theory as at
 from attention_theory import bounds
-from validation.stats import bonferroni_z
+from validation.stats import bonferroni_z, percentile_interval
 from validation.studies.estimators._common import INPUT_SEED, _by, _check_mode, _generator, _mean_var, _pool
 from validation.study import Study, Verdict, register
 
@@ -192,7 +192,7 @@ class RBABiasStudy(Study):
             slopes[b] = np.polyfit(x, np.log(np.maximum(y, 1e-300)), 1)[0]
         positive = min(vals) > 0
         slope = float(np.polyfit(x, np.log(vals), 1)[0]) if positive else 0.0
-        lo, hi = (float(v) for v in np.quantile(slopes, [0.025, 0.975]))
+        lo, hi = percentile_interval(slopes, 0.05)
         slope_lemma = (float(np.polyfit(np.log([1.0 / p - 1.0 / self.N_MC for p in ps]), np.log(vals), 1)[0])
                        if positive else 0.0)
         steps_down = all(a > b for a, b in zip(vals, vals[1:], strict=False))
@@ -213,7 +213,6 @@ class RBABiasStudy(Study):
         """Percentile intervals of the debiased RMS bias at each p: the parametric bootstrap of the slope's
         interval (means shrunk so that the resampled debiased RMS is centred on the measured one), per point."""
         gen = np.random.default_rng(self.POINT_SEED)
-        a = (1.0 - self.POINT_CONFIDENCE) / 2.0
         lo, hi = [], []
         for p, val in zip(ps, vals, strict=True):
             n, mean, var = levels[p]
@@ -221,7 +220,7 @@ class RBABiasStudy(Study):
             centre = mean * (val / raw if raw > 0 else 0.0)
             sd = np.sqrt(var / n)
             boot = [self._debiased(centre + sd * gen.standard_normal(mean.size), var, n) for _ in range(self.N_BOOT)]
-            low, high = (float(x) for x in np.quantile(boot, [a, 1.0 - a]))
+            low, high = percentile_interval(boot, 1.0 - self.POINT_CONFIDENCE)
             lo.append(low)
             hi.append(high)
         return lo, hi

@@ -9,18 +9,10 @@ import numpy as np
 import particles
 from attention_theory.bounds.ips import kernel_lambdas
 from particles import integrators, systems
-from validation.stats import bonferroni_z, compare_to_prediction
+from validation.stats import bonferroni_z, compare_to_prediction, two_sided_p
 from validation.study import Study, Verdict, register
 
 # --------------------------------------------------------------------------- T3: batch-force lemma
-
-
-def _two_sided_p(z):
-    # TODO(stats): a p-value primitive in validation.stats.decisions, 2 * norm.sf(|z|); only reported here,
-    # the decisions compare z with bonferroni_z
-    from scipy import stats
-
-    return float(2 * stats.norm.sf(abs(z)))
 
 
 @register
@@ -134,7 +126,7 @@ class BatchForceLemma(Study):
         seS = math.sqrt(max(S2 - n * mS**2, 0.0) / (n - 1) / n)
         return {"n": n, "mean_S": mS, "se_S": seS,
                 "max_abs_z_mean": float(np.max(np.abs(z_mean))),
-                "p_mean_min": _two_sided_p(np.max(np.abs(z_mean))), "n_coords": int(z_mean.size)}
+                "p_mean_min": two_sided_p(np.max(np.abs(z_mean))), "n_coords": int(z_mean.size)}
 
     @staticmethod
     def _curves(groups):
@@ -173,13 +165,13 @@ class BatchForceLemma(Study):
                       f"(family-wise {self.ALPHA:g}, half for this check, Bonferroni over {n_p} batch sizes); the "
                       "interval is the matching (1 - alpha) interval"),
                 details={"p": p, "N": n, "factor": integrators.batch_variance_factor(n, p), "lambda_mean": lam,
-                         "z": cmp.z, "p_value": _two_sided_p(cmp.z), "partitions": t["n"]}))
+                         "z": cmp.z, "p_value": two_sided_p(cmp.z), "partitions": t["n"]}))
             mean_rows.append({"p": p, **{k: t[k] for k in ("max_abs_z_mean", "p_mean_min", "n_coords")}})
             textbook = lam / (p - 1)  # the deliberately wrong factor of the second-moment control
             tb = compare_to_prediction(t["mean_S"], textbook, t["se_S"], alpha=self.ALPHA / 2, m=n_p)
             textbook_rejected.append(not tb.agrees)
             control_rows.append({"p": p, "textbook_prediction": textbook, "z_second_textbook": tb.z,
-                                 "p_second_textbook": _two_sided_p(tb.z),
+                                 "p_second_textbook": two_sided_p(tb.z),
                                  "wrong_weight_max_abs_z_mean": c["max_abs_z_mean"],
                                  "wrong_weight_p_mean_min": c["p_mean_min"],
                                  "wrong_weight_z_second": compare_to_prediction(

@@ -14,7 +14,7 @@ from attention_theory.bounds.ips import (
     semicircle_density,
 )
 from particles import integrators, systems
-from validation.stats import mean_interval
+from validation.stats import mean_interval, percentile_interval
 from validation.study import Study, Verdict, register
 
 from ._common import BOOT_SEED, CONFIDENCE, N_BOOT, _x0
@@ -254,14 +254,14 @@ class DysonSemicircle(Study):
             ns = np.array([p["N"] for p, _ in sel], dtype=np.float64)
             ks_sets = [np.concatenate([r.result["ks_replica"] for r in recs]) for _, recs in sel]
             ks, slope, slopes, boot = self._ks_bootstrap(ks_sets, ns)
-            lo, hi = (float(v) for v in np.quantile(slopes, [a / 2, 1 - a / 2]))
+            lo, hi = percentile_interval(slopes, a)
             per_n = {"Ns": ns.tolist(), "ks": ks.tolist(), "replicas": [int(k.size) for k in ks_sets],
                      "ks_pooled_block": [float(np.mean([r.result["ks_block"] for r in recs])) for _, recs in sel],
                      "ks_vs_t": {str(int(p["N"])): np.mean([r.result["ks_t"] for r in recs], axis=0).tolist()
                                  for p, recs in sel},
                      "t": sel[0][1][0].result["t"]}
             # what the figure draws: the bootstrap interval per N, and the laws the histograms are compared with
-            ks_lo, ks_hi = np.quantile(boot, [a / 2, 1 - a / 2], axis=0)
+            ks_lo, ks_hi = percentile_interval(boot, a, axis=0)
             per_n["ks_interval_low"], per_n["ks_interval_high"] = ks_lo.tolist(), ks_hi.tolist()
             if method == "full":
                 xs = np.linspace(-self.HIST_RANGE, self.HIST_RANGE, 801)
@@ -274,7 +274,7 @@ class DysonSemicircle(Study):
                       "measure to the semicircle CDF; PASS when the upper end of the 95% bootstrap interval "
                       "(replicas resampled within each N) of the slope of log distance vs log N is < 0"),
                 details=per_n))
-            klo, khi = (float(v) for v in np.quantile(boot[:, -1], [a / 2, 1 - a / 2]))
+            klo, khi = percentile_interval(boot[:, -1], a)
             out.append(Verdict(
                 study=self.name, claim=f"{who}: distance to the semicircle at N = {int(ns[-1])} below threshold",
                 label=label, predicted=self.KS_THRESHOLD, measured=float(ks[-1]), interval=(klo, khi),
@@ -330,7 +330,7 @@ class DysonSemicircle(Study):
                 k = np.concatenate([r.result["ks_replica"] for r in recs])
                 counts = np.random.default_rng(BOOT_SEED).multinomial(k.size, np.full(k.size, 1.0 / k.size),
                                                                       size=N_BOOT)
-                klo, khi = (float(v) for v in np.quantile(counts @ k / k.size, [a / 2, 1 - a / 2]))
+                klo, khi = percentile_interval(counts @ k / k.size, a)
                 out.append(Verdict(
                     study=self.name,
                     claim=(f"negative control: the distance check rejects RBM-1 at coarse dt = {params['dt']:g}, "

@@ -7,6 +7,7 @@ import numpy as np
 import particles
 from attention_theory.bounds.ips import finite_n_batch_slope
 from particles import integrators
+from validation.stats import percentile_interval
 from validation.strong_order import coupled_strong_errors
 from validation.study import Study, Verdict, register
 
@@ -302,7 +303,7 @@ class RBMUniformInTime(Study):
             counts = gen.multinomial(r, np.full(r, 1.0 / r), size=N_BOOT).astype(np.float64)
             ratio_boot = np.sqrt((counts @ sq[:, -1]) / (counts @ sq[:, 0]))
             a = 1.0 - CONFIDENCE
-            rlo, rhi = (float(v) for v in np.quantile(ratio_boot, [a / 2, 1 - a / 2]))
+            rlo, rhi = percentile_interval(ratio_boot, a)
             no_power_growth = fit.contains(0.0, self.TOL)
             no_growth = rlo <= 1.0
             out.append(Verdict(

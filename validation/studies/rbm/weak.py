@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from particles import integrators
+from validation.stats import percentile_interval
 from validation.study import Study, Verdict, register
 
 from ._common import BOOT_SEED, CONFIDENCE, _final, _fit, _msq, _pow2, _rows, _tanh, _x0
@@ -29,7 +30,7 @@ def _weak_slope_interval(levels, mean, cov_mean, n_boot=4000):
     ly = np.log(np.maximum(np.abs(draws), 1e-300))
     slopes = (ly - ly.mean(axis=1, keepdims=True)) @ xc / sxx
     a = 1.0 - CONFIDENCE
-    lo, hi = np.quantile(slopes, [a / 2, 1 - a / 2])
+    lo, hi = percentile_interval(slopes, a)
     intercept = float(np.mean(np.log(np.abs(mean))) - slope * x.mean())
     return slope, float(lo), float(hi), intercept
 
