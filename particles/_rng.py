@@ -18,7 +18,7 @@ draw counter, so the result is still a pure function of the coordinates.
 The scalar functions below are written once in plain Python with explicit
 ``uint64`` arithmetic; the CPU backend compiles them with ``numba.njit`` and
 the NumPy reference backend uses the vectorised twins at the end of this
-module. ``tests/test_rng.py`` checks that the two agree bit for bit.
+module. ``tests/particles/test_rng.py`` checks that the two agree bit for bit.
 """
 
 from __future__ import annotations

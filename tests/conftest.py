@@ -35,7 +35,7 @@ from ._study_helpers import one_numba_thread, quick_records, quick_store  # noqa
 def _one_numba_thread_by_default():
     """One Numba thread in the test process unless a test raises it: on a shared 2-core machine parallel
     regions of many short steps mostly wait for each other (the same test measured 12 s and 169 s). Results do
-    not depend on the thread count (counter-based streams); ``tests/test_rng.py`` checks that across thread
+    not depend on the thread count (counter-based streams); ``tests/particles/test_rng.py`` checks that across thread
     counts in fresh processes, which this setting does not reach."""
     import numba
 
@@ -61,7 +61,3 @@ def backend(request):
 def rng_state():
     return np.random.default_rng(20261123)
 
-
-def sphere_points(n, d, seed):
-    z = np.random.default_rng(seed).standard_normal((n, d))
-    return z / np.linalg.norm(z, axis=1, keepdims=True)

@@ -33,3 +33,14 @@ def batch_softmax_attention(q, k, v, batches, include_self=True):
             s[np.arange(members.size), np.arange(members.size)] = -np.inf
         out[members] = softmax_rows(s) @ v[members]
     return out
+
+
+def lambda_i(system, x):
+    """Lambda_i of T3 for a kernel system: the finite-population variance over j != i of K(x_i, x_j) (dense)."""
+    n = x.shape[0]
+    K = system.kernel_np(x[:, None, :], x[None, :, :], system.params)
+    K[np.arange(n), np.arange(n)] = 0.0
+    kbar = K.sum(axis=1) / (n - 1)
+    dev = K - kbar[:, None, :]
+    dev[np.arange(n), np.arange(n)] = 0.0
+    return np.sum(dev**2, axis=(1, 2)) / (n - 2)

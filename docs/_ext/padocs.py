@@ -37,7 +37,7 @@ sphinx-gallery by name in conf.py) show the PNG files an example writes;
 registered, and :func:`check_gallery` warns about registered figures without
 an example.
 
-What needs no Sphinx lives in :mod:`padocs_core` (tested in ``tests/test_docs.py``).
+What needs no Sphinx lives in :mod:`padocs_core` (tested in ``tests/validation/test_docs.py``).
 """
 
 from __future__ import annotations
@@ -290,7 +290,7 @@ class StudyCatalogDirective(SphinxDirective):
 def _fields_block(study) -> nodes.Node:
     """The table of what one cell stores (declared by the study; the test suite checks it against its cells)."""
     rows = result_field_rows(study)
-    if rows is None:  # said on the page; tests/test_result_fields.py is where a missing declaration fails
+    if rows is None:  # said on the page; tests/validation/test_result_fields.py is where a missing declaration fails
         logger.info("padocs: study %s v%s declares no result fields (Study.result_fields)", study.name,
                     study.version, type="padocs", subtype="fields")
         return _missing(f"Study {study.name} (version {study.version}) does not declare what its cells store "

@@ -1,4 +1,4 @@
-"""The parts of the docs extension that need neither Sphinx nor docutils (tested in ``tests/test_docs.py``).
+"""The parts of the docs extension that need neither Sphinx nor docutils (tested in ``tests/validation/test_docs.py``).
 
 :mod:`padocs` (the Sphinx extension) renders what these functions compute:
 the reference targets of THEORY labels, the rows of a verdict table, the rows

@@ -10,7 +10,7 @@ equiangular solution :math:`\gamma_\beta(t)` reaches :math:`1 - 10^{-3}`
 overlaid (:doc:`../theory/dynamics`). The tokens move by the step of the
 authors' ``phase-diagrams.py`` (ambient Euler
 :math:`x \leftarrow (x + h a)/|x + h a|`, :math:`h = 0.1`; checked against a
-restatement of that script in ``tests/test_authors_procedure.py``). Circles
+restatement of that script in ``tests/validation/test_authors_procedure.py``). Circles
 mark the converged transition time :math:`t_{50}` of the ODE (RK4) and
 crosses the :math:`h = 0.1` one, on the same initialisations, at the cells of
 the ``phase_discretisation`` study: the distance between them is the

@@ -30,14 +30,14 @@ draws, 2000 seeds, alpha = 0.05): false alarms 3.1% (Holm, Bonferroni:
 conservative, as a union bound is) and 5.2% (Hotelling), none significantly
 above 0.05; a bias of 0.4 single-draw standard deviations in one coordinate
 (5.7 standard errors) is rejected in 1999/2000 (Holm, Bonferroni) and
-2000/2000 (Hotelling) seeds (``tests/test_stats.py``).
+2000/2000 (Hotelling) seeds (``tests/validation/test_stats.py``).
 
 Every result states its **minimum detectable bias** per coordinate
 (``min_detectable_bias``, at ``power``, default 80%): a test that does not
 reject then says how large a bias it would have seen, e.g. "with n = 4000 a
 bias of at least 0.0115 would have been detected with 80% power at
 family-wise alpha 0.01" (see :func:`unbiasedness_test`, Notes, for the
-formulas; the numbers are checked by simulation in ``tests/test_stats.py``).
+formulas; the numbers are checked by simulation in ``tests/validation/test_stats.py``).
 
 Declared false-alarm rate: ``alpha`` per call (default 1e-3), family-wise over
 the K coordinates; the coordinate-wise tests need the sample mean to be nearly
@@ -79,7 +79,7 @@ empirical variance (denominator n - 1) or mean squared error
   larger n. Measured miss rates of nominal 95% intervals (2000 seeds):
   normal data 5%; exponential data (excess kurtosis 6), n = 1000: 5.8%
   (variance) and 6.7% (MSE) -- slightly anti-conservative; the tests in
-  ``tests/test_stats.py`` pin these numbers.
+  ``tests/validation/test_stats.py`` pin these numbers.
 - ``interval="chi2"``: the classical interval
   :math:`((n-1)s^2/\chi^2_{1-a/2,n-1},\ (n-1)s^2/\chi^2_{a/2,n-1})` (for the
   MSE: n degrees of freedom, exact only for unbiased outputs). Exact for

@@ -1,7 +1,7 @@
 r"""The primitives every verdict is decided with: critical values, measured-vs-predicted, binomial bounds.
 
 A study's verdict is one of three shapes, and each has one function here, so
-that the calibration tests of ``tests/test_stats.py`` cover the decisions the
+that the calibration tests of ``tests/validation/test_stats.py`` cover the decisions the
 report prints:
 
 - **a family of z-tests** at family-wise level alpha over m comparisons:

@@ -232,7 +232,7 @@ def unbiasedness_test(samples, target, *, alpha=1e-3, method="holm", atol=0.0, p
     combination is constant: then the number is an upper bound, since those
     directions are tested more strictly); the stated bias solves
     :math:`P(F'(r, n-r, \lambda) > F_{1-\alpha}(r, n-r)) =` ``power`` for
-    :math:`\lambda` (non-central F). ``tests/test_stats.py`` checks both by
+    :math:`\lambda` (non-central F). ``tests/validation/test_stats.py`` checks both by
     simulation: an estimator biased by the stated amount is rejected in about
     ``power`` of the seeds.
 

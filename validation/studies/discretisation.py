@@ -28,7 +28,7 @@ Verdicts (per cell (d, beta) where every run reaches 1/2 before T):
   over h = 0.1, 0.05, 0.025 has a 95% bootstrap interval (initialisations resampled with replacement, the
   same resample for every run: :func:`validation.rates.fit_rate_resampled`) that, widened by
   ``ORDER_TOL``, contains ``particles.integrators.<scheme>.order`` (1). A zeroth-order error (a constant
-  offset) or a second-order one is rejected (tests/test_studies_discretisation.py).
+  offset) or a second-order one is rejected (tests/validation/test_studies_discretisation.py).
 - PASS/FAIL: the reference is converged: ``|t_50(RK4, 0.05) - t_50(RK4, 0.025)|`` is below
   ``REF_FRACTION`` of the smallest Euler error (both variants at h = 0.025).
 - informational, per variant: the offset ``t_50(0.1) - t_50(RK4)`` with its bootstrap interval, and

@@ -27,7 +27,7 @@ run the step of the authors' public scripts instead: ambient explicit Euler,
 unprojected attention output a (self included) and h = 0.1. That is what
 ``phase-diagrams.py`` (its ``--use_softmax`` mode, the paper's phase diagram)
 and ``sphere.py`` of ``borjanG/2023-transformers-rotf`` do (read at commit
-538ba83); ``tests/test_authors_procedure.py`` restates the whole
+538ba83); ``tests/validation/test_authors_procedure.py`` restates the whole
 phase-diagram procedure of that script in NumPy (step, float time
 accumulation, checkpoints, strict ``> 0.999``, ordered pairs) and checks that
 the ``phase_diagram`` study, read at the script's checkpoints

@@ -32,9 +32,9 @@ class CircleClustersStudy(Study):
     Version 2: version 1 ran the projected step (``scheme="euler"``); the
     effect of the step on the counts at t = 30 is measured by
     ``phase_discretisation``. The step is checked against the authors'
-    update by ``tests/test_ambient_euler.py`` (a NumPy statement of it, to
+    update by ``tests/particles/test_ambient_euler.py`` (a NumPy statement of it, to
     1e-10 over 300 steps) and the stored snapshots by
-    ``tests/test_figures_dynamics.py`` (an independent ambient Euler run).
+    ``tests/validation/test_figures_dynamics.py`` (an independent ambient Euler run).
     Cluster count (:func:`circle_cluster_count`): the tokens are grouped
     by single linkage at angular distance delta = arccos(1 - eps), eps =
     1e-3 (delta = 0.0447 rad: two tokens closer than that have <x_i, x_j> >=

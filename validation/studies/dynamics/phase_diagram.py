@@ -32,7 +32,7 @@ class PhaseDiagramStudy(Study):
     as the script's ``inner_prods > 0.999``. The script's 200 checkpoints
     (``linspace(0, 30, 200)``, time accumulated in floating point, checkpoint
     0 after the first step) are steps of this run: :func:`authors_checkpoints`
-    maps them, and ``tests/test_authors_procedure.py`` checks that the stored
+    maps them, and ``tests/validation/test_authors_procedure.py`` checks that the stored
     fractions at those steps equal, exactly, an independent NumPy restatement
     of the script's loop on the same initial tokens (its statistic is over the
     ordered pairs i != j, the same fraction as over the unordered pairs

@@ -9,8 +9,7 @@ from scipy.integrate import solve_ivp
 
 import particles
 from particles import initial, systems
-
-from .conftest import sphere_points
+from tests._inputs import sphere_points
 
 
 def _gamma_ode(kind, beta, n, t):

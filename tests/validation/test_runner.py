@@ -21,7 +21,7 @@ from validation.study import Study, Verdict, canonical, cell_seed
 
 toys.uninstall()  # registered on import (for worker processes); the tests install them one at a time
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture

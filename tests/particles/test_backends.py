@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pytest
 from numpy.testing import assert_allclose, assert_array_equal
 
 import particles
 from particles import systems
-
-from .conftest import sphere_points
+from tests._inputs import _drift_cubic, _kern_sin, sphere_points
 
 RTOL = 1e-12  # agreement "to rounding": summation order may differ between backends
 
@@ -21,16 +18,6 @@ def _states(system, shape, seed):
         z = np.random.default_rng(seed).standard_normal(shape)
         return z / np.linalg.norm(z, axis=-1, keepdims=True)
     return np.random.default_rng(seed).standard_normal(shape)
-
-
-def _kern_sin(x, y, p, out):
-    for c in range(x.shape[0]):
-        out[c] = -p[0] * math.sin(x[c] - y[c]) + p[1] * (y[c] - x[c])
-
-
-def _drift_cubic(x, p, out):
-    for c in range(x.shape[0]):
-        out[c] = -x[c] * x[c] * x[c]
 
 
 SYSTEMS = {

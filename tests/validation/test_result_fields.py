@@ -16,7 +16,7 @@ import pytest
 import validation.studies  # noqa: F401  (registers the built-in studies)
 from validation.study import REGISTRY, Study, declared_fields, field_pattern, flatten_result, get_study
 
-DOCS = Path(__file__).resolve().parent.parent / "docs"
+DOCS = Path(__file__).resolve().parents[2] / "docs"
 
 #: Studies being changed on another branch (new version, new fields): a mismatch is an expected failure until
 #: their declarations in validation/studies/fields.py are completed for the new version.

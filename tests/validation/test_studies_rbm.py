@@ -27,10 +27,9 @@ import pytest
 from scipy import integrate, stats
 
 from particles import integrators
+from tests._study_helpers import quick_records_of
 from validation.studies import rbm
 from validation.study import REGISTRY, Record, Verdict, canonical, get_study
-
-from ._study_helpers import quick_records_of
 
 NAMES = ["rbm_strong_order", "rbm_batch_size", "rbm_particle_number", "rbm_uniform_in_time", "rbm_weak_order",
          "rbmr_order", "batch_force_lemma", "dyson_semicircle"]

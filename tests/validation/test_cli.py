@@ -21,7 +21,7 @@ from validation.study import Record
 
 toys.uninstall()  # registered on import (for worker processes); the tests install them one at a time
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TOYS = ["--import", "tests._toy_studies"]
 
 

@@ -35,7 +35,7 @@ distributed = pytest.importorskip("distributed")
 
 toys.uninstall()  # registered on import (for worker processes); the tests install them one at a time
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TOYS = ["--import", "tests._toy_studies"]
 START_TIMEOUT_S = 60.0  # a loaded 2-core CI machine: starting a worker (imports) takes a few seconds
 CELL_SLEEP_S = 0.25  # seconds a toy_slow cell sleeps on the workers (long enough to be killed inside one)

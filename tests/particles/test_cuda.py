@@ -26,7 +26,7 @@ from particles import systems
 from particles.backends import reference
 
 # the user-defined kernel of test_backends: the same functions, so the cpu loops compiled for them are shared
-from .test_backends import _drift_cubic, _kern_sin
+from tests._inputs import _drift_cubic, _kern_sin
 
 HAVE_NUMBA_CUDA = importlib.util.find_spec("numba_cuda") is not None
 needs_numba_cuda = pytest.mark.skipif(not HAVE_NUMBA_CUDA, reason="numba-cuda is not installed (extra 'cuda')")

@@ -264,7 +264,7 @@ def test_batch_force_numbers(drawn, quick_records):
 
 
 def test_the_drawn_semicircle_density_integrates_to_one(drawn):
-    # the figure draws the density the study stores (its formula is tested in tests/test_bounds_ips.py)
+    # the figure draws the density the study stores (its formula is tested in tests/attention_theory/test_bounds_ips.py)
     data = drawn["dyson"][1]["data"]
     x, rho = np.asarray(data["semicircle_x"]), np.asarray(data["semicircle_density"])
     assert integrate.trapezoid(rho, x) == pytest.approx(1.0, abs=2e-3)

@@ -24,12 +24,11 @@ from scipy.spatial.distance import squareform
 
 import particles
 from particles import initial, systems
+from tests._study_helpers import relabel, run_cells
 from validation.stats import binomial_lower
 from validation.studies import dynamics as dyn
 from validation.studies.dynamics._common import _saved_states
 from validation.study import REGISTRY, Record, cell_seed, get_study
-
-from ._study_helpers import relabel, run_cells
 
 pytestmark = pytest.mark.usefixtures("one_numba_thread")
 

@@ -25,7 +25,7 @@ from validation.runner import run_study
 
 _toy_studies.uninstall()  # registered on import (for worker processes); the tests install them one at a time
 
-DOCS = Path(__file__).resolve().parent.parent / "docs"
+DOCS = Path(__file__).resolve().parents[2] / "docs"
 sys.path.insert(0, str(DOCS / "_ext"))
 import padocs_core  # noqa: E402  (docs/_ext is not a package)
 

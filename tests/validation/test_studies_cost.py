@@ -14,10 +14,9 @@ import tracemalloc
 import numpy as np
 import pytest
 
+from tests._study_helpers import relabel
 from validation.studies import cost
 from validation.study import REGISTRY, Record, cell_seed, get_study
-
-from ._study_helpers import relabel
 
 pytestmark = pytest.mark.usefixtures("one_numba_thread")
 

@@ -13,9 +13,8 @@ import pytest
 
 import particles
 from particles import integrators, systems
+from tests._inputs import sphere_points
 from validation.strong_order import coupled_strong_errors
-
-from .conftest import sphere_points
 
 
 def _slope(levels, errors):

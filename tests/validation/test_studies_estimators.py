@@ -17,11 +17,10 @@ import json
 import numpy as np
 import pytest
 
+from tests._study_helpers import relabel, run_cells
 from validation.studies import estimators as est
 from validation.studies.estimators import rfa_bias_variance as rfa_study
 from validation.study import REGISTRY, cell_seed, get_study
-
-from ._study_helpers import relabel, run_cells
 
 pytestmark = pytest.mark.usefixtures("one_numba_thread")
 

@@ -19,8 +19,7 @@ from numpy.testing import assert_allclose
 import attention_theory as at
 import particles
 from particles import _layout, device, systems
-
-from .oracles import batch_softmax_attention, softmax_rows
+from tests.oracles import batch_softmax_attention, softmax_rows
 
 HAVE_NUMBA_CUDA = importlib.util.find_spec("numba_cuda") is not None
 needs_numba_cuda = pytest.mark.skipif(not HAVE_NUMBA_CUDA, reason="numba-cuda is not installed (extra 'cuda')")

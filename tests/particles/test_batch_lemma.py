@@ -23,6 +23,7 @@ import particles
 from particles import systems
 from particles.backends import reference
 from particles.integrators import batch_variance_factor
+from tests.oracles import lambda_i
 
 ALPHA_FAMILY = 1e-3
 
@@ -32,16 +33,6 @@ def _interaction(system, x, method, p=None, seed=0, backend="cpu"):
     no_interaction = systems.confined_tanh(r=system.info["r"], L=0.0)
     d = particles.drift(system, x, method=method, batch_size=p, seed=seed, backend=backend)
     return d - particles.drift(no_interaction, x, method="full", backend=backend)
-
-
-def _lambda(system, x):
-    n = x.shape[0]
-    K = system.kernel_np(x[:, None, :], x[None, :, :], system.params)
-    K[np.arange(n), np.arange(n)] = 0.0
-    kbar = K.sum(axis=1) / (n - 1)
-    dev = K - kbar[:, None, :]
-    dev[np.arange(n), np.arange(n)] = 0.0
-    return np.sum(dev**2, axis=(1, 2)) / (n - 2)
 
 
 @pytest.mark.parametrize(("n", "p"), [(6, 2), (6, 3), (7, 3), (7, 2), (5, 4)])
@@ -55,7 +46,7 @@ def test_lemma_exact_by_enumerating_all_partitions(n, p):
     assert_allclose(chis.mean(axis=0), 0.0, atol=1e-14)
     second = np.mean(np.sum(chis**2, axis=2), axis=0)
     # atol: when p > n/2 there is one batch (the full system) and chi is rounding noise (~1e-32)
-    assert_allclose(second, batch_variance_factor(n, p) * _lambda(system, x), rtol=1e-12, atol=1e-28)
+    assert_allclose(second, batch_variance_factor(n, p) * lambda_i(system, x), rtol=1e-12, atol=1e-28)
 
 
 def test_variance_factor_reduces_to_the_textbook_form():
@@ -87,7 +78,7 @@ def test_lemma_monte_carlo_with_negative_control(p):
     assert not unbiased(batch * (p - 1) / p - full)
 
     sq = np.sum(chi**2, axis=2)
-    predicted = batch_variance_factor(n, p) * _lambda(system, x)
+    predicted = batch_variance_factor(n, p) * lambda_i(system, x)
     z = (sq.mean(axis=0) - predicted) / (sq.std(axis=0, ddof=1) / math.sqrt(draws))
     assert (2 * stats.norm.sf(np.abs(z))).min() > alpha / n
     # the same check rejects the variance of the wrong weight

@@ -21,10 +21,9 @@ from scipy.cluster.hierarchy import fcluster, linkage
 from scipy.integrate import solve_ivp
 from scipy.spatial.distance import squareform
 
+from tests._study_helpers import quick_records_of
 from validation.figures import FIGURES, draw
 from validation.study import get_study
-
-from ._study_helpers import quick_records_of
 
 pytestmark = pytest.mark.usefixtures("one_numba_thread")
 

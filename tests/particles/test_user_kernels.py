@@ -29,11 +29,10 @@ from numpy.testing import assert_allclose
 import particles
 from particles import systems
 from particles.backends import cpu
-
-from .test_backends import _drift_cubic, _kern_sin
+from tests._inputs import _drift_cubic, _kern_sin
 
 RTOL = 1e-12  # agreement to rounding (the backends sum in the same order; the oracle in another)
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _x0(n=7, d=2, seed=0, replicas=None):
@@ -476,7 +475,7 @@ def test_a_second_process_loads_the_compiled_loops_from_the_disk_cache():
     particles.solve(GATED, x0, t_end=0.02, dt=0.02, seed=1)  # compiled here (or loaded from an earlier run)
     code = ("import time, numpy as np, particles\n"
             "from particles.backends import cpu\n"
-            "from tests.test_user_kernels import GATED, _x0\n"
+            "from tests.particles.test_user_kernels import GATED, _x0\n"
             "t = time.perf_counter()\n"
             "particles.solve(GATED, _x0(n=9, replicas=2, seed=3), t_end=0.02, dt=0.02, seed=1)\n"
             "loops = cpu.loops_for(GATED)\n"
