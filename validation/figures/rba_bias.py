@@ -26,9 +26,9 @@ import math
 import re
 
 import numpy as np
-from scipy import stats
 
 from validation.figures._base import FigureError, ci_errorbars, loglog_reference, new_figure, verdict_of
+from validation.stats import student_t_critical
 
 NAME = "rba_bias"
 TITLE = "Random batch attention: bias vs batch size with and without self (T18, B5); SA bias floor vs USA tau^(1/2)"
@@ -148,7 +148,7 @@ def rms_interval(sq, confidence=CONFIDENCE):
     n = sq.shape[0]
     m = sq.mean(axis=0)
     se = sq.std(axis=0, ddof=1) / math.sqrt(n)
-    t = float(stats.t.ppf(0.5 + confidence / 2.0, df=n - 1))
+    t = student_t_critical(confidence, n - 1)
     return np.sqrt(m), np.sqrt(np.clip(m - t * se, 0.0, None)), np.sqrt(m + t * se)
 
 
