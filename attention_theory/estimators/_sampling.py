@@ -321,12 +321,19 @@ def randomized_attention(q, k, v, *, rng, num_samples=1, max_scores=MAX_SCORES):
     return f.reshape(n, r, v.shape[1]).mean(axis=1)
 
 
-def _segment_means(x, c):
-    """Means of x over the c contiguous segments of ``np.array_split(x, c)``."""
+# Where the N mod C segments that are one row longer go: first (np.array_split) or last (the authors' code).
+_SEGMENT_LAYOUTS = ("leading", "trailing")
+
+
+def _segment_means(x, c, segments="leading"):
+    """Means of x over c contiguous segments; the ``len(x) mod c`` longer ones first or last."""
     n = x.shape[0]
     base, extra = divmod(n, c)
     sizes = np.full(c, base, dtype=np.int64)
-    sizes[:extra] += 1
+    if segments == "leading":
+        sizes[:extra] += 1
+    else:
+        sizes[c - extra:] += 1
     starts = np.concatenate(([0], np.cumsum(sizes)[:-1]))
     return np.add.reduceat(x, starts, axis=0) / sizes[:, None]
 
@@ -344,14 +351,15 @@ def lara(
     mode="sampled",
     proposal_means=None,
     normalization="self",
+    segments="leading",
     max_scores=MAX_SCORES,
 ):
     r"""Linear randomized attention, LARA (T17; Zheng, Wang, Kong, ICML 2022).
 
     C = ``num_proposals`` Gaussian proposals :math:`q_c = N(\mu_c, I)` shared by
     all queries, :math:`\mu_c = \bar q_c + \bar k_c`, the means of the queries and
-    of the keys over C contiguous segments (``np.array_split`` semantics: the
-    first ``N mod C`` segments are one longer). J = ``samples_per_proposal``
+    of the keys over C contiguous segments (the layout when C does not divide N
+    or M is set by ``segments``). J = ``samples_per_proposal``
     draws :math:`w_{cj} \sim q_c`; then, with
     :math:`\tilde p_n(w) = N(w;0,I)\,\xi(q_n,w)\sum_m\xi(k_m,w)`,
 
@@ -399,6 +407,15 @@ def lara(
     normalization : {"self", "exact"}
         ``"exact"`` divides by the exact :math:`Z_n` instead of self-normalising:
         the unbiased MIS estimator, quadratic, for verification only ("sampled" mode).
+    segments : {"leading", "trailing"}
+        Layout of the segments of the N queries (and, separately, of the M keys)
+        when C does not divide their number: with ``N = s C + e``, 0 < e < C,
+        there are e segments of s + 1 rows and C - e of s rows. ``"leading"``
+        puts the longer ones first (``np.array_split``; the default, the
+        library's layout so far); ``"trailing"`` puts them last, as the authors'
+        one-dimensional proposal generation does (``LinearRA._proposal_gen_1d`` in
+        ``efficient-attention/efficient_attention/lara.py`` of HKUNLP/efficient-attention,
+        commit 531ff51, read for this option). The two agree when C divides N and M.
     max_scores : int
         Chunking of the key pass (and of the exact Z).
 
@@ -422,10 +439,11 @@ def lara(
     gamma = check_real("gamma", gamma)
     mode = check_choice("mode", mode, ("sampled", "deterministic"))
     normalization = check_choice("normalization", normalization, ("self", "exact"))
+    segments = check_choice("segments", segments, _SEGMENT_LAYOUTS)
     max_scores = _check_max_scores(max_scores)
-    qbar = _segment_means(q, c)
+    qbar = _segment_means(q, c, segments)
     if proposal_means is None:
-        mu = qbar + _segment_means(k, c)
+        mu = qbar + _segment_means(k, c, segments)
     else:
         mu = as_matrix("proposal_means", proposal_means)
         if mu.shape != (c, d):
