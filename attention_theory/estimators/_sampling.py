@@ -411,11 +411,12 @@ def lara(
         Layout of the segments of the N queries (and, separately, of the M keys)
         when C does not divide their number: with ``N = s C + e``, 0 < e < C,
         there are e segments of s + 1 rows and C - e of s rows. ``"leading"``
-        puts the longer ones first (``np.array_split``; the default, the
-        library's layout so far); ``"trailing"`` puts them last, as the authors'
-        one-dimensional proposal generation does (``LinearRA._proposal_gen_1d`` in
-        ``efficient-attention/efficient_attention/lara.py`` of HKUNLP/efficient-attention,
-        commit 531ff51, read for this option). The two agree when C divides N and M.
+        puts the longer ones first (``np.array_split``; the default, so that
+        existing results keep their bits); ``"trailing"`` puts them last, as the
+        authors' one-dimensional proposal generation does (``LinearRA._proposal_gen_1d``
+        in ``efficient-attention/efficient_attention/lara.py`` of HKUNLP/efficient-attention,
+        commit 531ff51; a test restates their inference-mode forward pass and matches
+        ``"trailing"`` to 1e-12). The two agree exactly when C divides N and M.
     max_scores : int
         Chunking of the key pass (and of the exact Z).
 
