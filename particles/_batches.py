@@ -6,8 +6,15 @@ uniform (up to the 2^-53 granularity of the uniforms) and parallelises on a
 GPU: every element draws an independent uniform bucket among ``n // 32``
 buckets, a stable counting sort concatenates the buckets, and each bucket is
 shuffled by Fisher-Yates with draws keyed by position (Sanders, 1998). The
-permutation is then cut into ``n // p`` contiguous batches whose sizes differ
-by at most one (``p`` or ``p + 1`` whenever ``n mod p <= n // p``).
+permutation is then cut into contiguous batches, by one of two conventions
+(``REMAINDERS``) when p does not divide n: ``"spread"`` makes ``n // p``
+batches whose sizes differ by at most one (``p`` or ``p + 1`` only while
+``n mod p <= n // p``; n = 1000, p = 64 gives sizes 66 and 67); ``"pad"``
+(the pad-and-crop of random batch attention) makes ``ceil(n / p)`` batches
+of ``p``, the last one holding the ``n mod p`` left over. Under ``"pad"`` a
+batch can hold a single element (``n mod p == 1``): a *lone* element, which
+has no batch-mates; every consumer widens a lone element's batch to all n
+(:func:`lone_position`), which keeps the batch-force lemma T3 exact.
 
 The scalar functions are compiled by the CPU backend (which builds the same
 permutation in parallel, ``permute_replica`` in ``backends/_loops.py``: the
@@ -29,21 +36,36 @@ def num_buckets(n):
     return max(1, n // BUCKET_SIZE)
 
 
-def batch_bounds(n, p):
-    """Start offsets of the ``n // p`` batches (length ``n // p + 1``)."""
+#: The conventions for the batches when p does not divide n (see the module docstring).
+REMAINDERS = ("spread", "pad")
+
+
+def batch_bounds(n, p, remainder="spread"):
+    """Start offsets of the batches, length (number of batches + 1), by the ``remainder`` convention."""
+    if remainder == "pad":
+        nb = -(-n // p)
+        return np.minimum(np.arange(nb + 1, dtype=np.int64) * p, n)
     nb = n // p
     base, extra = divmod(n, nb)
     b = np.arange(nb + 1, dtype=np.int64)
     return b * base + np.minimum(b, extra)
 
 
-def batch_sizes(n, p):
-    return np.diff(batch_bounds(n, p))
+def batch_sizes(n, p, remainder="spread"):
+    return np.diff(batch_bounds(n, p, remainder))
 
 
-def batch_of_position(n, p):
-    bounds = batch_bounds(n, p)
+def batch_of_position(n, p, remainder="spread"):
+    bounds = batch_bounds(n, p, remainder)
     return np.repeat(np.arange(bounds.size - 1, dtype=np.int64), np.diff(bounds))
+
+
+def lone_position(n, p, remainder="spread"):
+    """The position of the permutation holding a lone element (a batch of one), or -1 if there is none.
+
+    Only ``"pad"`` with ``n mod p == 1`` has one: the last position. Its batch is widened to all n elements.
+    """
+    return n - 1 if remainder == "pad" and n % p == 1 else -1
 
 
 # --- scalar versions, compiled by numba -------------------------------------
