@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import functools
+import math
 
 import numpy as np
 
+import attention_theory as at
 from attention_theory import bounds
 
 __all__ = ["INPUT_SEED", "PREDICTION_SEED", "PREDICTION_DRAWS", "synthetic_qkv"]
@@ -114,3 +116,19 @@ def _rfa_first_order(spec, n_mc=PREDICTION_DRAWS):
     from ``n_mc`` draws per query with the fixed ``PREDICTION_SEED`` (cached: every verdict reads them)."""
     return _first_order_cached(spec["n"], spec["m"], spec["d"], spec["dv"], spec["seed"], spec["t16_max"],
                                int(n_mc))
+
+
+def _sphere_tokens(n, d, radius2, seed):
+    """n points uniform on the sphere of radius sqrt(radius2) in R^d, from ``seed``."""
+    z = np.random.default_rng(seed).standard_normal((n, d))
+    return math.sqrt(radius2) * z / np.linalg.norm(z, axis=1, keepdims=True)
+
+
+def _attention_target(x, include_self):
+    """Exact attention of the tokens x with q = k = v = x, with or without j = i."""
+    if include_self:
+        return at.softmax_attention(x, x, x)
+    sc = x @ x.T
+    np.fill_diagonal(sc, -np.inf)
+    w = np.exp(sc - sc.max(axis=1, keepdims=True))
+    return (w @ x) / w.sum(axis=1, keepdims=True)

@@ -9,25 +9,19 @@ import numpy as np
 import attention_theory as at
 from attention_theory import bounds
 from validation.stats import bonferroni_z, percentile_interval
-from validation.studies.estimators._common import INPUT_SEED, _by, _check_mode, _generator, _mean_var, _pool
+from validation.studies.estimators._common import (
+    INPUT_SEED,
+    _attention_target,
+    _by,
+    _check_mode,
+    _generator,
+    _mean_var,
+    _pool,
+    _sphere_tokens,
+)
 from validation.study import Study, Verdict, register
 
 __all__ = ["RBABiasStudy"]
-
-
-def _sphere_tokens(n, d, radius2, seed):
-    z = np.random.default_rng(seed).standard_normal((n, d))
-    return math.sqrt(radius2) * z / np.linalg.norm(z, axis=1, keepdims=True)
-
-
-def _attention_target(x, include_self):
-    """Exact attention of the tokens x with q = k = v = x, with or without j = i."""
-    if include_self:
-        return at.softmax_attention(x, x, x)
-    sc = x @ x.T
-    np.fill_diagonal(sc, -np.inf)
-    w = np.exp(sc - sc.max(axis=1, keepdims=True))
-    return (w @ x) / w.sum(axis=1, keepdims=True)
 
 
 def _rms_rows(b):
