@@ -259,7 +259,8 @@ class RBAOperatorEstimate:
     z : float
         That critical value, Phi^{-1}(1 - (1 - confidence) / (2 mean.size)).
     confidence : float
-    n_partitions : int
+    n : int
+        The number of partitions averaged (``n_partitions``).
     reference : ndarray, same shape
         What the operator is compared with: exact attention under the same ``include_self`` convention
         (``statistic="attention"``) or the batch sum's target (``"batch_sum"``).
@@ -276,10 +277,15 @@ class RBAOperatorEstimate:
     high: np.ndarray
     z: float
     confidence: float
-    n_partitions: int
+    n: int
     reference: np.ndarray
     mean_square_bias: float
     mean_square_bias_se: float
+
+    @property
+    def n_partitions(self) -> int:
+        """:attr:`n`, under the name of the argument of :func:`rba_operator`."""
+        return self.n
 
     @property
     def bias(self) -> np.ndarray:
@@ -413,5 +419,5 @@ def rba_operator(q, k, v, batch_size, *, n_partitions, rng, include_self=True, r
         return a if vector_valued else a[:, 0]
 
     return RBAOperatorEstimate(mean=shaped(mean), se=shaped(se), low=shaped(mean - z * se),
-                               high=shaped(mean + z * se), z=z, confidence=confidence, n_partitions=r,
+                               high=shaped(mean + z * se), z=z, confidence=confidence, n=r,
                                reference=shaped(reference), mean_square_bias=ms, mean_square_bias_se=ms_se)

@@ -174,7 +174,7 @@ def test_the_monte_carlo_interval_covers_the_exact_operator(n, p, remainder, inc
     exact = operator_by_permutations(q, k, v, p, remainder, include_self)
     est = rba_operator(q, k, v, p, n_partitions=3000, rng=12, include_self=include_self, remainder=remainder,
                        confidence=1 - ALPHA)
-    assert est.mean.shape == est.se.shape == est.low.shape == (n, 2) and est.n_partitions == 3000
+    assert est.mean.shape == est.se.shape == est.low.shape == (n, 2) and est.n == est.n_partitions == 3000
     assert est.covers(exact), np.round((est.mean - exact) / est.se, 2)
     # negative controls: exact attention (the bias is large here) and the other convention's operator
     attn = exact_attention(q, k, v, include_self)
