@@ -166,7 +166,8 @@ _ENTRIES = (
             "Liu, Ma, Jin, Wang, arXiv 2511.06044; partition of Jin, Li, Liu, J. Comput. Phys. 400 (2020) 108877"
         ),
         equation="T18",
-        notes="batch softmax is a ratio estimator (biased); exact at p = N",
+        notes=("batch softmax is a ratio estimator (biased); exact at p = N; remainder 'spread' or 'pad' (a lone "
+               "token attends to all N); heads (H, N, d) with shared or independent partitions"),
     ),
     EstimatorInfo(
         name="random_batch_sum",

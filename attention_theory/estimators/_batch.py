@@ -57,13 +57,14 @@ def _run_batches(q, k, v, p, seed, include_self, normalize, backend="cpu", remai
         return _rba_cuda.random_batch_attention(q, k, v, seed, p, include_self, normalize, remainder=remainder,
                                                 replicas=replicas)
     parts = [particles.partition(n, p, seed=seed, step=0, replica=r, remainder=remainder) for r in range(replicas)]
-    out = np.empty((heads, n, v.shape[2]))
+    outs = []
     for h in range(heads):
         part = parts[h if replicas > 1 else 0]
         perm = np.ascontiguousarray(part.perm, dtype=np.int64)
         bounds = np.ascontiguousarray(part.bounds, dtype=np.int64)
-        out[h] = _rba.run(q[h], k[h], v[h], perm, bounds, include_self, normalize)
-    return out
+        outs.append(_rba.run(q[h], k[h], v[h], perm, bounds, include_self, normalize))
+    # one head: the kernel's own array, no copy (the one-head call is the speed-critical one)
+    return outs[0][None] if heads == 1 else np.stack(outs)
 
 
 def _one_or_many(out, multi):
