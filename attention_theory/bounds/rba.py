@@ -303,12 +303,19 @@ class RBAOperatorEstimate:
         rms = self.rms_bias
         return self.mean_square_bias_se / (2.0 * rms) if rms > 0 else math.inf
 
-    def covers(self, target) -> bool:
-        """Whether ``target`` (shaped as :attr:`mean`) lies in the simultaneous interval, coordinate by coordinate."""
+    def covers(self, target, *, atol=0.0) -> bool:
+        """Whether ``target`` (shaped as :attr:`mean`) lies in the simultaneous interval, coordinate by coordinate.
+
+        ``atol`` >= 0 widens every interval by that much on each side: a coordinate that does not vary over the
+        partitions (p = N) has a zero-width interval, which a target equal up to rounding would otherwise miss.
+        """
         target = np.asarray(target, dtype=np.float64)
         if target.shape != self.mean.shape:
             raise ValueError(f"target must have the shape {self.mean.shape} of the estimate, got {target.shape}")
-        return bool(np.all((self.low <= target) & (target <= self.high)))
+        atol = float(atol)
+        if not atol >= 0.0:
+            raise ValueError(f"atol must be >= 0, got {atol!r}")
+        return bool(np.all((self.low - atol <= target) & (target <= self.high + atol)))
 
 
 def _check_confidence(confidence):

@@ -151,6 +151,8 @@ def test_p_equal_n_is_exact_attention(remainder):
             est = rba_operator(q, k, v, n, n_partitions=50, rng=1, include_self=include_self, remainder=remainder)
             assert_allclose(est.mean, exact_attention(q, k, v, include_self), rtol=1e-12, atol=1e-13)
             assert np.max(est.se) < 1e-14 and abs(est.mean_square_bias) < 1e-25
+            assert est.covers(exact_attention(q, k, v, include_self), atol=1e-12)
+            assert not est.covers(exact_attention(q, k, v, include_self) + 1e-9, atol=1e-12)
 
 
 def test_the_bias_is_nonzero_below_n_and_differs_between_the_conventions():
@@ -245,3 +247,6 @@ def test_bad_input_is_named():
     est = rba_operator(q, k, v, 2, n_partitions=3, rng=0)
     with pytest.raises(ValueError, match="target must have the shape"):
         est.covers(v[:, 0])
+    with pytest.raises(ValueError, match="atol must be >= 0"):
+        est.covers(est.mean, atol=-1.0)
+    assert est.covers(est.mean)
