@@ -170,6 +170,7 @@ MC_CASES = [(7, 2, "spread", True), (8, 3, "spread", False), (8, 3, "pad", True)
             pytest.param(7, 3, "pad", False, marks=needs_cpu_lone)]
 
 
+@pytest.mark.statistical
 @pytest.mark.parametrize(("n", "p", "remainder", "include_self"), MC_CASES)
 def test_the_monte_carlo_interval_covers_the_exact_operator(n, p, remainder, include_self):
     q, k, v = _qkv(100 + n + p, n, scale=1.2)
@@ -189,6 +190,7 @@ def test_the_monte_carlo_interval_covers_the_exact_operator(n, p, remainder, inc
     assert abs(est.rms_bias - rms) <= 4 * est.rms_bias_se and est.rms_bias_se < 0.2 * rms, (est.rms_bias, rms)
 
 
+@pytest.mark.statistical
 @pytest.mark.parametrize("remainder", ["spread", "pad"])
 def test_the_monte_carlo_batch_sum_covers_its_target(remainder):
     q, k, v = _qkv(7, 8, scale=0.8)
