@@ -8,9 +8,13 @@ kernels below are plain Python compiled in the engine's device namespace
 (``cuda``, ``batch_span``, ``softmax_step``, and ``DV``, the value dimension,
 a compile-time constant for the per-thread accumulator).
 
-- :func:`k_rba`: one thread per query position of the RBM-1 permutation,
-  built on the device (the same integers as :func:`particles.partition`);
-  the thread's batch is a slice of the permutation. Two passes over the
+- :func:`k_rba`: one thread per head and query position of the RBM-1
+  permutation, built on the device (the same integers as
+  :func:`particles.partition`, one row per replica); the thread's batch is a
+  slice of the permutation, cut by the ``remainder`` convention (``"spread"``:
+  the engine's ``batch_span``; ``"pad"``: slices of p, the last one short),
+  and a lone token's slice (a batch of one, under ``"pad"`` only) is the whole
+  permutation: exact attention for it. Two passes over the
   batch, as in :func:`attention_theory._rba.one_batch`: the maximum score,
   then the exponentials and the weighted values (the engine's
   ``particles.device.softmax_step`` from that maximum), with the same sums
@@ -35,21 +39,32 @@ _lock = threading.RLock()
 _compiled: dict = {}
 
 
-def k_rba(q, k, v, idx, nbat, include_self, normalize, out):
-    pos = cuda.grid(1)
-    n = q.shape[0]
-    if pos < n:
-        start, stop = batch_span(pos, n, nbat)
-        i = idx[0, pos]
-        d = q.shape[1]
-        dv = v.shape[1]
+def k_rba(q, k, v, idx, p, pad, shared, include_self, normalize, out):
+    tid = cuda.grid(1)
+    nh = q.shape[0]
+    n = q.shape[1]
+    if tid < nh * n:
+        h = tid // n
+        pos = tid - h * n
+        row = 0 if shared else h
+        if pad:
+            start = (pos // p) * p
+            stop = min(start + p, n)
+        else:
+            start, stop = batch_span(pos, n, n // p)
+        if stop - start == 1:  # a lone token (only under pad): no batch-mates, so its batch is all n tokens
+            start = 0
+            stop = n
+        i = idx[row, pos]
+        d = q.shape[2]
+        dv = v.shape[2]
         m = -np.inf
         for jj in range(start, stop):
             if include_self or jj != pos:
-                j = idx[0, jj]
+                j = idx[row, jj]
                 s = 0.0
                 for t in range(d):
-                    s += q[i, t] * k[j, t]
+                    s += q[h, i, t] * k[h, j, t]
                 if s > m:
                     m = s
         acc = cuda.local.array(DV, np.float64)
@@ -59,17 +74,17 @@ def k_rba(q, k, v, idx, nbat, include_self, normalize, out):
         for jj in range(start, stop):
             if not include_self and jj == pos:
                 continue
-            j = idx[0, jj]
+            j = idx[row, jj]
             s = 0.0
             for t in range(d):
-                s += q[i, t] * k[j, t]
-            m, den = softmax_step(s, m, den, acc, v[j], dv)
+                s += q[h, i, t] * k[h, j, t]
+            m, den = softmax_step(s, m, den, acc, v[h, j], dv)
         if normalize:
             scale = 1.0 / den
         else:
             scale = math.exp(m) / (stop - start - 1)
         for t in range(dv):
-            out[i, t] = acc[t] * scale
+            out[h, i, t] = acc[t] * scale
 
 
 def k_softmax(q, k, v, out):
@@ -106,16 +121,21 @@ def _kernels(dv):
         return _compiled[dv]
 
 
-def random_batch_attention(q, k, v, seed, p, include_self, normalize):
-    """RBA (or the unnormalised batch sum) inside the batches of ``particles.partition(N, p, seed=seed)``."""
+def random_batch_attention(q, k, v, seed, p, include_self, normalize, *, remainder="spread", replicas=1):
+    """RBA (or the unnormalised batch sum) of every head of q, k, v (H, N, .) -> (H, N, dv).
+
+    The batches are those of ``particles.partition(N, p, seed=seed, replica=r, remainder=remainder)``, with
+    r = h for head h when ``replicas == H`` and r = 0 for all heads when ``replicas == 1``.
+    """
     gpu.require()
-    n, dv = q.shape[0], v.shape[1]
+    nh, n, dv = q.shape[0], q.shape[1], v.shape[2]
     kern = _kernels(dv)
     dq, dk, dvv = gpu.to_device(q), gpu.to_device(k), gpu.to_device(v)
-    idx = gpu.permutation(seed, 0, n)
-    dout = gpu.empty((n, dv))
-    gpu.launch(kern.k_rba, n, dq, dk, dvv, idx, n // p, include_self, normalize, dout)
-    return gpu.to_host(dout, np.empty((n, dv)))
+    idx = gpu.permutation(seed, 0, n, replicas=replicas)
+    dout = gpu.empty((nh, n, dv))
+    gpu.launch(kern.k_rba, nh * n, dq, dk, dvv, idx, p, remainder == "pad", replicas == 1, include_self, normalize,
+               dout)
+    return gpu.to_host(dout, np.empty((nh, n, dv)))
 
 
 def softmax_attention(q, k, v):

@@ -23,6 +23,7 @@ from particles._validate import (
 __all__ = [
     "as_matrix",
     "check_qkv",
+    "check_qkv_heads",
     "check_int",
     "check_real",
     "check_bool",
@@ -124,3 +125,44 @@ def seed_from(rng):
     if isinstance(rng, (np.random.Generator, np.random.SeedSequence)):
         return int(_as_generator(rng).integers(2**63))
     return check_rng_seed(rng)
+
+
+def _ndim(a):
+    """The number of axes of ``a``, or 2 where it is not an array at all (the 2-D checks then say why)."""
+    if isinstance(a, np.random.Generator):
+        return 2
+    try:
+        return np.ndim(a)
+    except ValueError:  # ragged nested sequences
+        return 2
+
+
+def check_qkv_heads(q, k, v, *, self_attention=False):
+    """Validate q, k, v given for one head (2-D) or for H heads (3-D, head axis first).
+
+    Returns ``(q, k, v, multi)``: float64 arrays of shape (H, N, d), (H, M, d), (H, M, dv) (2-D inputs as
+    H = 1, a view of the 2-D arrays :func:`check_qkv` returns) and ``multi``, whether the inputs had a head axis.
+    """
+    ndims = {name: _ndim(a) for name, a in (("q", q), ("k", k), ("v", v))}
+    if sum(nd == 3 for nd in ndims.values()) < 2:  # one head: the 2-D checks and their messages
+        q, k, v = check_qkv(q, k, v, self_attention=self_attention)
+        return q[None], k[None], v[None], False
+    for name, nd in ndims.items():
+        if nd != 3:
+            raise ValueError(
+                f"{name} must have shape (H, ., .) like the other two (H heads, head axis first; or all three "
+                f"2-D for one head), got an array with {nd} axes"
+            )
+    q = as_matrix("q", q, ndim=3, min_rows=0)
+    k = as_matrix("k", k, ndim=3, min_rows=0)
+    v = as_matrix("v", v, ndim=3, min_rows=0)
+    heads = q.shape[0]
+    if heads < 1 or k.shape[0] != heads or v.shape[0] != heads:
+        raise ValueError(
+            f"q, k, v must have the same number of heads H >= 1 (axis 0), got shapes {q.shape}, {k.shape}, {v.shape}"
+        )
+    for name, a in (("q", q), ("k", k), ("v", v)):
+        if a.shape[1] < 1 or a.shape[2] < 1:
+            raise ValueError(f"{name} must have at least one row and one column per head, got shape {a.shape}")
+    check_qkv(q[0], k[0], v[0], self_attention=self_attention)  # the per-head shape rules and their messages
+    return q, k, v, True

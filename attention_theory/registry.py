@@ -18,9 +18,12 @@ from types import MappingProxyType
 
 from attention_theory import estimators as _e
 
-__all__ = ["EstimatorInfo", "REGISTRY", "property_table"]
+__all__ = ["EstimatorInfo", "REGISTRY", "property_table", "QKV", "EMBEDDINGS"]
 
 _ATTN = "Attn_n = sum_m softmax_m(q_n.k_m) v_m (T7)"
+#: The two calling conventions of :attr:`EstimatorInfo.inputs`.
+QKV = "q, k, v"
+EMBEDDINGS = "x, wq, wk, wv, wo"
 _ZHENG = "Zheng, Wang, Kong, Linear complexity randomized self-attention mechanism, ICML 2022 (arXiv 2204.04667)"
 
 
@@ -49,6 +52,10 @@ class EstimatorInfo:
     options : tuple of (str, object)
         Fixed keyword arguments defining this variant.
     notes : str
+    inputs : str
+        The positional arguments: ``"q, k, v"`` (queries, keys, values; the
+        default) or ``"x, wq, wk, wv, wo"`` (token embeddings and per-head
+        projections, :func:`~attention_theory.estimators.multi_head_attention`).
     """
 
     name: str
@@ -64,6 +71,9 @@ class EstimatorInfo:
     equation: str
     options: tuple = ()
     notes: str = ""
+    inputs: str = QKV
+
+
 
 
 _ENTRIES = (
@@ -156,7 +166,8 @@ _ENTRIES = (
             "Liu, Ma, Jin, Wang, arXiv 2511.06044; partition of Jin, Li, Liu, J. Comput. Phys. 400 (2020) 108877"
         ),
         equation="T18",
-        notes="batch softmax is a ratio estimator (biased); exact at p = N",
+        notes=("batch softmax is a ratio estimator (biased); exact at p = N; remainder 'spread' or 'pad' (a lone "
+               "token attends to all N); heads (H, N, d) with shared or independent partitions"),
     ),
     EstimatorInfo(
         name="random_batch_sum",
@@ -171,6 +182,38 @@ _ENTRIES = (
         reference="Jin, Li, Liu, J. Comput. Phys. 400 (2020) 108877 (batch-force lemma)",
         equation="T3",
         notes="not in log space: overflows when scores exceed about 709",
+    ),
+    EstimatorInfo(
+        name="multi_head_attention",
+        function=_e.multi_head_attention,
+        target="MHA(x) = [Attn_1, ..., Attn_H] W_O, Attn_h over x W_Q,h, x W_K,h, x W_V,h (T7 per head)",
+        unbiased=True,
+        consistent=True,
+        randomized=False,
+        size_parameter=None,
+        time="O(H N^2 (d_k + d_v) + H N d_model (2 d_k + d_v))",
+        memory="O(min(N^2, max_scores) + H N (d_k + d_v))",
+        reference="Vaswani et al., Attention is all you need, NeurIPS 2017 (arXiv 1706.03762)",
+        equation="T7, Part C",
+        options=(("method", "exact"),),
+        notes="exact; the heads' outputs concatenated, then the output map W_O",
+        inputs=EMBEDDINGS,
+    ),
+    EstimatorInfo(
+        name="multi_head_rba",
+        function=_e.multi_head_attention,
+        target="MHA(x) as multi_head_attention, with N == M",
+        unbiased=False,
+        consistent=True,
+        randomized=True,
+        size_parameter="batch_size",
+        time="O(H N p (d_k + d_v) + H N d_model (2 d_k + d_v))",
+        memory="O(H N (d_k + d_v) + p d_k per thread)",
+        reference="Liu, Ma, Jin, Wang, arXiv 2511.06044",
+        equation="T18 per head, Part C",
+        options=(("method", "rba"),),
+        notes="random batch attention in every head (partition shared by the heads, or independent); exact at p = N",
+        inputs=EMBEDDINGS,
     ),
 )
 

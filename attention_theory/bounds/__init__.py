@@ -3,8 +3,11 @@ r"""Numeric statements of THEORY.md's formulas: plain NumPy, no sympy, no simula
 The theory layer that studies call and tests check against
 :mod:`attention_theory.symbolic` (which derives the same formulas):
 
-- :mod:`attention_theory.bounds.estimators`: T9-T18, the random-feature,
-  importance-sampling and random-batch attention estimators;
+- :mod:`attention_theory.bounds.estimators`: T9-T17, the random-feature and
+  importance-sampling estimators, and the cost of every estimator;
+- :mod:`attention_theory.bounds.rba`: T18, the random batch attention
+  operator E_partition[RBA] (exact enumeration, Monte Carlo with intervals)
+  and its exact bias;
 - :mod:`attention_theory.bounds.ips`: T3 (the RBM-1 batch factor and the
   Lambda_i it multiplies) and the Dyson gas;
 - :mod:`attention_theory.bounds.dynamics`: Part C, the self-attention dynamics
@@ -25,14 +28,12 @@ from attention_theory.bounds.dynamics import (
     sa_force,
 )
 from attention_theory.bounds.estimators import (
-    RBA_EXACT_MAX_TOKENS,
     RFABiasVariance,
     RFAFirstOrder,
     batch_variance_factor,
     effective_sample_size,
     estimator_cost_per_query,
     ra_variance_bound,
-    rba_exact_bias,
     rfa_bias_variance,
     rfa_first_order,
     rff_positive_variance,
@@ -47,6 +48,14 @@ from attention_theory.bounds.ips import (
     semicircle_cdf,
     semicircle_density,
 )
+from attention_theory.bounds.rba import (
+    RBA_EXACT_MAX_TOKENS,
+    RBA_OPERATOR_MAX_TOKENS,
+    RBAOperatorEstimate,
+    rba_exact_bias,
+    rba_operator,
+    rba_operator_exact,
+)
 
 __all__ = [
     "RBA_EXACT_MAX_TOKENS",
@@ -54,6 +63,11 @@ __all__ = [
     "batch_variance_factor",
     "effective_sample_size",
     "rba_exact_bias",
+    # T18: the RBA operator (rba)
+    "RBA_OPERATOR_MAX_TOKENS",
+    "RBAOperatorEstimate",
+    "rba_operator",
+    "rba_operator_exact",
     "rfa_bias_variance",
     "rff_positive_variance",
     "rff_trig_variance",

@@ -16,8 +16,11 @@ function                          label    what it returns
 :func:`ra_variance_bound`         B3       range(v)^2 / 4, the variance bound of one RA draw
 :func:`estimator_cost_per_query`  B1-B5    kernel evaluations per query of one estimator call
 :func:`batch_variance_factor`     T3       E|chi_i|^2 / Lambda_i for the RBM-1 partition
-:func:`rba_exact_bias`            T18      exact E[RBA] - Attn by enumerating all permutations
 ================================  =======  ===========================================================
+
+The random batch attention operator and its exact bias (T18) are in
+:mod:`attention_theory.bounds.rba`; :func:`rba_exact_bias` is importable from
+here too, where it used to live.
 
 Conventions: queries ``q`` of shape (N, d), keys ``k`` of shape (M, d), values
 ``v`` of shape (M,) or (M, d_v); the 1/sqrt(d) scale is folded into q and k
@@ -26,15 +29,14 @@ Conventions: queries ``q`` of shape (N, d), keys ``k`` of shape (M, d), values
 
 from __future__ import annotations
 
-import itertools
 import math
-import numbers
 from dataclasses import dataclass
 
 import numpy as np
 
 from attention_theory._validate import as_generator as _as_generator
-from particles.batching import batch_bounds
+from attention_theory.bounds._checks import _array, _positive_int, _qkv
+from attention_theory.bounds.rba import RBA_EXACT_MAX_TOKENS, rba_exact_bias  # noqa: F401  (its former home)
 from particles.integrators import batch_variance_factor
 
 __all__ = [
@@ -52,31 +54,11 @@ __all__ = [
     "weight_second_moment",
 ]
 
-#: Largest N accepted by :func:`rba_exact_bias` (it enumerates N! permutations).
-RBA_EXACT_MAX_TOKENS = 8
-
 # Chunks keep temporary arrays near this many float64 elements.
 _CHUNK_ELEMENTS = 1 << 22
 
 
 # --- validation --------------------------------------------------------------------------------------------
-
-
-def _array(name, a, ndims, shape_text=None):
-    """``a`` as a finite float64 array whose number of dimensions is in ``ndims``."""
-    try:
-        arr = np.asarray(a)
-    except ValueError as e:  # ragged nested sequences
-        raise ValueError(f"{name} must be a rectangular array: {e}") from e
-    if arr.dtype.kind not in "biuf":
-        raise TypeError(f"{name} must be an array of real numbers, got dtype {arr.dtype}")
-    if arr.ndim not in ndims:
-        want = shape_text or " or ".join(f"{n}-d" for n in ndims)
-        raise ValueError(f"{name} must be {want}, got shape {arr.shape}")
-    arr = np.asarray(arr, dtype=np.float64)
-    if not np.all(np.isfinite(arr)):
-        raise ValueError(f"{name} must contain only finite values")
-    return arr
 
 
 def _vectors(name, a):
@@ -97,32 +79,6 @@ def _pair(x, y, xname="x", yname="y"):
     except ValueError as e:
         raise ValueError(f"{xname} {x.shape} and {yname} {y.shape} do not broadcast") from e
     return x, y
-
-
-def _positive_int(name, value, low=1):
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (numbers.Integral, np.integer)):
-        raise TypeError(f"{name} must be an integer, got {type(value).__name__}")
-    if value < low:
-        raise ValueError(f"{name} must be >= {low}, got {value}")
-    return int(value)
-
-
-def _qkv(q, k, v, *, same_tokens=False):
-    q = _array("q", q, ndims=(2,))
-    k = _array("k", k, ndims=(2,))
-    v_arr = _array("v", v, ndims=(1, 2))
-    if q.shape[0] < 1 or q.shape[1] < 1:
-        raise ValueError(f"q must have shape (N, d) with N, d >= 1, got {q.shape}")
-    if k.shape[0] < 1:
-        raise ValueError(f"k must have shape (M, d) with M >= 1, got {k.shape}")
-    if k.shape[1] != q.shape[1]:
-        raise ValueError(f"k must have the dimension d = {q.shape[1]} of q (axis 1), got shape {k.shape}")
-    if v_arr.shape[0] != k.shape[0]:
-        raise ValueError(f"v must have one row per key (M = {k.shape[0]}), got shape {v_arr.shape}")
-    if same_tokens and k.shape[0] != q.shape[0]:
-        raise ValueError(f"k must have one row per token (N = {q.shape[0]}), got shape {k.shape}")
-    vector_valued = v_arr.ndim == 2
-    return q, k, (v_arr if vector_valued else v_arr[:, None]), vector_valued
 
 
 def _logsumexp(a, axis):
@@ -549,88 +505,3 @@ def estimator_cost_per_query(family, size, n, m):
     if family == "RBA":
         return float(size)
     raise ValueError(f"family must be one of {', '.join(COST_FAMILIES)}, got {family!r}")
-
-
-# --- T18: exact bias of random batch attention --------------------------------------------------------------
-
-
-def rba_exact_bias(q, k, v, batch_size, include_self=True):
-    r"""Exact bias E[RBA] - Attn of random batch attention, by enumerating all N! permutations (T18).
-
-    RBA (THEORY B5) draws a uniform random permutation of the N tokens, cuts it
-    into ``N // p`` contiguous batches of sizes p or p + 1 (the RBM-1
-    partition of T2, :func:`particles.batching.batch_bounds`) and runs softmax
-    attention inside each batch:
-
-    .. math:: RBA_i = \sum_{j\in C(i)} \operatorname{softmax}_{j\in C(i)}(q_i\cdot k_j)\, v_j.
-
-    The expectation over the permutation is computed exactly by averaging over
-    all N! permutations (grouping the permutations that give token i the same
-    batch, each group weighted by its count / N!), and compared with exact attention over all tokens
-    under the same convention (with ``include_self=False`` token i is left out
-    of its own softmax and of the exact attention's), so that p = N, and any p
-    with ``N // p == 1``, gives a bias of exactly zero. The batch softmax is a
-    ratio estimator, hence biased for p < N.
-
-    Parameters
-    ----------
-    q, k : array_like, shape (N, d)
-        Queries and keys of the same N tokens, N <= 8.
-    v : array_like, shape (N,) or (N, d_v)
-    batch_size : int
-        p, with 2 <= p <= N.
-    include_self : bool
-        Whether token i attends to itself.
-
-    Returns
-    -------
-    ndarray, shape (N, d_v) (or (N,) for scalar values)
-
-    Raises
-    ------
-    ValueError
-        If N > 8 (the enumeration would take N! steps), among other input errors.
-    """
-    q, k, v2, vector_valued = _qkv(q, k, v, same_tokens=True)
-    n = q.shape[0]
-    if n > RBA_EXACT_MAX_TOKENS:
-        raise ValueError(
-            f"q has N = {n} tokens; rba_exact_bias enumerates all N! permutations and accepts "
-            f"N <= {RBA_EXACT_MAX_TOKENS}"
-        )
-    if n < 2:
-        raise ValueError(f"q must hold at least 2 tokens, got shape {q.shape}")
-    p = _positive_int("batch_size", batch_size, low=2)
-    if p > n:
-        raise ValueError(f"batch_size must be <= N = {n}, got {p}")
-    if not isinstance(include_self, (bool, np.bool_)):
-        raise TypeError(f"include_self must be a bool, got {type(include_self).__name__}")
-    scores = q @ k.T  # (N, N)
-    perms = np.array(list(itertools.permutations(range(n))), dtype=np.int64)  # (P, N)
-    bounds = batch_bounds(n, p)
-    batch_of_pos = np.repeat(np.arange(bounds.size - 1), np.diff(bounds))
-    batch_of_token = np.empty_like(perms)
-    np.put_along_axis(batch_of_token, perms, np.broadcast_to(batch_of_pos, perms.shape), axis=1)
-    # token i's batch in each permutation, as a bit mask; identical masks are grouped with their counts
-    bits = np.int64(1) << np.arange(n, dtype=np.int64)
-    eye = np.eye(n, dtype=bool)
-
-    def masked_attention(i, masks):
-        """Softmax attention of query i over each row of masks (n_masks, N)."""
-        logits = np.where(masks, scores[i], -np.inf)
-        mx = logits.max(axis=-1, keepdims=True)
-        wts = np.where(masks, np.exp(logits - mx), 0.0)
-        return (wts @ v2) / wts.sum(axis=-1, keepdims=True)
-
-    bias = np.empty((n, v2.shape[1]))
-    for i in range(n):
-        same = batch_of_token == batch_of_token[:, i : i + 1]  # (P, N)
-        codes, counts = np.unique(same.astype(np.int64) @ bits, return_counts=True)
-        masks = (codes[:, None] & bits[None, :]) != 0
-        full = np.ones((1, n), dtype=bool)
-        if not include_self:
-            masks &= ~eye[i]
-            full &= ~eye[i]
-        expected = (counts / perms.shape[0]) @ masked_attention(i, masks)
-        bias[i] = expected - masked_attention(i, full)[0]
-    return bias if vector_valued else bias[:, 0]

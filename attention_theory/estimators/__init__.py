@@ -22,7 +22,12 @@ query-independent integrand :math:`f(w) = \sum_m \mathrm{softmax}_m(w\cdot k_m -
   importance sampling weights (T17, linear cost);
 - :func:`random_batch_attention` runs exact softmax attention inside the random
   batches of the RBM-1 partition (T18); :func:`random_batch_sum` is its
-  unnormalised, unbiased cousin (lemma T3).
+  unnormalised, unbiased cousin (lemma T3);
+- :func:`multi_head_attention` computes H heads from token embeddings (their
+  own projections, exact or random batch attention in each) and the output map.
+
+:func:`softmax_attention` and :func:`random_batch_attention` also take H heads
+at once: q, k of shape (H, N, d) and v of shape (H, N, dv) give (H, N, dv).
 
 Conventions shared by every function here
 -----------------------------------------
@@ -41,7 +46,7 @@ Conventions shared by every function here
   ``max_scores`` scores are held at once.
 
 Layout: the log-space kernels and exact softmax attention are in ``_softmax``,
-the random features and RFA in ``_features``, the target mixture, the
+the random features and RFA in ``_features``, the multi-head layer in ``_heads``, the target mixture, the
 integrand and the importance-sampling estimators (SNIS, RA, LARA) in
 ``_sampling``, the random batch estimators in ``_batch``; this package is
 their public face.
@@ -49,6 +54,7 @@ their public face.
 
 from attention_theory.estimators._batch import exact_batch_sum_target, random_batch_attention, random_batch_sum
 from attention_theory.estimators._features import draw_features, positive_features, rfa, trig_features
+from attention_theory.estimators._heads import multi_head_attention
 from attention_theory.estimators._sampling import (  # noqa: F401  (LARA_ALPHA_FLOOR: a documented constant)
     LARA_ALPHA_FLOOR,
     integrand_f,
@@ -77,6 +83,7 @@ __all__ = [
     "random_batch_attention",
     "random_batch_sum",
     "exact_batch_sum_target",
+    "multi_head_attention",
     "positive_features",
     "trig_features",
     "draw_features",

@@ -8,7 +8,7 @@ from attention_theory._validate import (
     as_matrix,
     check_choice,
     check_int,
-    check_qkv,
+    check_qkv_heads,
 )
 
 MAX_SCORES = 2**24
@@ -125,13 +125,17 @@ def softmax_attention(q, k, v, *, max_scores=MAX_SCORES, backend="cpu"):
     does not change the result when M <= max_scores (each row is computed
     identically); with key chunking it changes only the summation order.
 
+    Several heads: q, k, v of shapes (H, N, d), (H, M, d), (H, M, dv) give
+    (H, N, dv), head h being the call on ``q[h], k[h], v[h]`` (bit for bit).
+
     Parameters
     ----------
-    q : array_like, shape (N, d)
-    k : array_like, shape (M, d)
-    v : array_like, shape (M, dv)
+    q : array_like, shape (N, d) or (H, N, d)
+    k : array_like, shape (M, d) or (H, M, d)
+    v : array_like, shape (M, dv) or (H, M, dv)
+        All three 2-D (one head) or all three 3-D (head axis first).
     max_scores : int, default 2**24
-        Memory cap, in number of float64 scores (2**24 = 128 MiB).
+        Memory cap, in number of float64 scores (2**24 = 128 MiB), per head.
     backend : {"cpu", "cuda"}
         ``"cuda"``: one GPU thread per query, two passes over the keys (no
         score matrix, ``max_scores`` unused); needs numba-cuda and a GPU (or
@@ -139,17 +143,23 @@ def softmax_attention(q, k, v, *, max_scores=MAX_SCORES, backend="cpu"):
 
     Returns
     -------
-    ndarray of float64, shape (N, dv)
+    ndarray of float64, shape (N, dv) (or (H, N, dv))
 
     Notes
     -----
-    Time O(N M (d + dv)), memory O(min(N M, max_scores) + N dv). Reference:
+    Time O(H N M (d + dv)), memory O(min(N M, max_scores) + H N dv). Reference:
     Vaswani et al., "Attention is all you need", NeurIPS 2017.
     """
-    q, k, v = check_qkv(q, k, v)
+    q, k, v, multi = check_qkv_heads(q, k, v)
     max_scores = _check_max_scores(max_scores)
     if check_choice("backend", backend, _BACKENDS) == "cuda":
         from attention_theory import _rba_cuda
 
-        return _rba_cuda.softmax_attention(q, k, v)
-    return _softmax_pass(q, k, v, None, max_scores)[1]
+        def one(h):
+            return _rba_cuda.softmax_attention(q[h], k[h], v[h])
+    else:
+        def one(h):
+            return _softmax_pass(q[h], k[h], v[h], None, max_scores)[1]
+    if not multi:
+        return one(0)
+    return np.stack([one(h) for h in range(q.shape[0])])

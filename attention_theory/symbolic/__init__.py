@@ -113,8 +113,9 @@ N-1 particles. Enumerating all C(N-1, p-1) subsets, the mean of (sample mean -
 population mean) is 0 and its mean square minus ``(1/(p-1) - 1/(N-1))
 Lambda``, ``Lambda = sum_j (K_j - Kbar)^2 / (N-2)``, expands to 0. The
 derivation also enumerates the RBM-1 partition itself (all N! permutations cut
-by :func:`particles.batching.batch_bounds`): when p does not divide N, the
-batch sizes are p or p+1 and the factor becomes ``E[1/(|C(i)|-1)] - 1/(N-1)``
+by :func:`particles.batching.batch_bounds`, ``remainder="spread"``): when p
+does not divide N, the N // p batch sizes differ by at most one (p or p + 1
+only while N mod p <= N // p) and the factor becomes ``E[1/(|C(i)|-1)] - 1/(N-1)``
 (:func:`particles.integrators.batch_variance_factor`), which is checked too.
 
 References

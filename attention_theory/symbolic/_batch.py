@@ -33,7 +33,7 @@ def _build_t3(n, p):
     stated = factor * Lam
     residual = mean + sp.expand(second - stated)
 
-    # The RBM-1 partition: all n! permutations cut into n // p batches (sizes p or p + 1).
+    # The RBM-1 partition: all n! permutations cut into n // p batches ("spread": sizes differing by at most one).
     from particles.batching import batch_bounds
 
     bounds = batch_bounds(n, p)

@@ -25,6 +25,7 @@ import attention_theory as at
 import particles
 from attention_theory import _rba
 from attention_theory import estimators as est
+from attention_theory.registry import EMBEDDINGS, QKV
 
 
 # ---------------------------------------------------------------------------
@@ -157,7 +158,13 @@ def test_registry_entries_run(name):
         kwargs[info.size_parameter] = size[info.size_parameter]
     if info.function is at.lara:
         kwargs["num_proposals"] = 2
-    out = info.function(q, k, v, **kwargs)
+    if info.inputs == EMBEDDINGS:  # token embeddings (6, 3) and two heads' projections (d_k = 4, d_v = 3)
+        w = np.random.default_rng(2).standard_normal((4, 2, 3, 4)) * 0.5
+        args = (q[:, :3], w[0], w[1], w[2, :, :, :3], w[3, :, :3, :2])
+    else:
+        assert info.inputs == QKV
+        args = (q, k, v)
+    out = info.function(*args, **kwargs)
     assert out.shape == (6, 2) and out.dtype == np.float64 and np.all(np.isfinite(out))
 
 
