@@ -16,8 +16,8 @@ def _check_matrix(name, m, d):
         raise TypeError(f"{name} must be a real numeric matrix, got dtype {a.dtype}")
     a = a.astype(np.float64)
     if a.ndim not in (2, 3) or a.shape[-1] != a.shape[-2]:
-        raise ValueError(f"{name} must be a square (d, d) matrix or a stack (H, d, d) of one per head, "
-                         f"got shape {a.shape}")
+        raise ValueError(f"{name} must be a square (d, d) matrix, got shape {a.shape} (or a stack (H, d, d) of "
+                         "one per head)")
     if d is not None and a.shape[-1] != d:
         raise ValueError(f"{name} has shape {a.shape}, but the other matrices are ({d}, {d}); Q, K, V, W must match")
     if not np.all(np.isfinite(a)):

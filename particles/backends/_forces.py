@@ -289,7 +289,9 @@ def force_all(x, idx, bounds, batch_of_pos, params, coupling, project, work, out
     that the scores of a block of partners vectorise; worker w takes the w-th
     contiguous range of the R*N particles, in tiles of ATTN_TILE members of one
     batch, with row w of ``sbuf`` (SCORE_BLOCK scores, then the running max
-    and denominator of each member of the tile) as scratch. ``project``: the
+    and denominator of each member of the tile) as scratch; the heads form
+    (several heads or an output map) takes the per-member loop, each member
+    summing its heads over its batch. ``project``: the
     forces are projected on the tangent space (the sphere's projected schemes;
     False for the ambient Euler step, which moves along the unprojected field).
     """

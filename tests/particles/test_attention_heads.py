@@ -202,10 +202,10 @@ def test_heads_bad_input_names_the_argument():
         systems.attention(1.0, heads=3, K=K)
     with pytest.raises(ValueError, match=r"^W has shape \(3, 3, 3\): 3 heads, but Q has 2; every"):
         systems.attention(1.0, Q=Q, W=np.stack([np.eye(3)] * 3))
-    with pytest.raises(ValueError, match=r"^W must be a square \(d, d\) matrix or a stack \(H, d, d\)"):
+    with pytest.raises(ValueError, match=r"^W must be a square \(d, d\) matrix, got shape \(2, 3, 2\) \(or a stack"):
         systems.attention(1.0, Q=Q, W=np.ones((2, 3, 2)))
-    with pytest.raises(ValueError, match=r"^V must be a square \(d, d\) matrix or a stack \(H, d, d\) of one per "
-                                         r"head, got shape \(1, 2, 3, 3\)"):
+    with pytest.raises(ValueError, match=r"^V must be a square \(d, d\) matrix, got shape \(1, 2, 3, 3\) \(or a "
+                                         r"stack \(H, d, d\) of one per head\)"):
         systems.attention(1.0, V=np.ones((1, 2, 3, 3)))
     with pytest.raises(ValueError, match=r"^W has shape \(2, 4, 4\), but the other matrices are \(3, 3\)"):
         systems.attention(1.0, Q=Q, W=np.ones((2, 4, 4)))
