@@ -172,6 +172,19 @@ def test_heads_trajectories_agree_with_the_reference(backend, kind, method):
     assert_allclose(got, particles.solve(system, x0, backend="reference", **kw).x, rtol=1e-11, atol=1e-12)
 
 
+@pytest.mark.parametrize("scheme", ["rk4", "ambient_euler"])
+def test_heads_with_other_schemes_agree_with_the_reference(backend, scheme):
+    """RK4's stages and the ambient Euler step (the unprojected field, then normalised) through the heads path."""
+    Q, K, V, W = _matrices(2, seed=32)
+    system = systems.attention(0.8, "SA", Q=Q, K=K, V=V, W=W, include_self=False)
+    x0 = _sphere_states((1, N, D), seed=9)
+    for method in ("full", "rbm1"):
+        kw = dict(t_end=0.2, dt=0.1, method=method, batch_size=None if method == "full" else P, seed=3,
+                  scheme=scheme)
+        got = particles.solve(system, x0, backend=backend, **kw).x
+        assert_allclose(got, particles.solve(system, x0, backend="reference", **kw).x, rtol=1e-11, atol=1e-12)
+
+
 def test_identity_heads_do_not_take_the_one_head_ensemble_kernel():
     from particles.backends import cpu
 
