@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from particles import _kernels, _layout
+from particles._attention_args import attention_matrices
 from particles._validate import check_choice, check_finite_scalar, check_int
 
 __all__ = ["System", "confined_tanh", "dyson", "attention", "custom", "CompileCostWarning"]
@@ -172,22 +173,6 @@ ATTN_SOFTMAX = _layout.ATTN_SOFTMAX
 ATTN_MEAN = _layout.ATTN_MEAN
 
 
-def _check_matrix(name, m, d):
-    if m is None:
-        return None
-    a = np.asarray(m)
-    if a.dtype.kind not in "biuf":
-        raise TypeError(f"{name} must be a real numeric matrix, got dtype {a.dtype}")
-    a = a.astype(np.float64)
-    if a.ndim != 2 or a.shape[0] != a.shape[1]:
-        raise ValueError(f"{name} must be a square (d, d) matrix, got shape {a.shape}")
-    if d is not None and a.shape[0] != d:
-        raise ValueError(f"{name} has shape {a.shape}, but the other matrices are ({d}, {d}); Q, K, V must match")
-    if not np.all(np.isfinite(a)):
-        raise ValueError(f"{name} must contain only finite values")
-    return a
-
-
 def attention(
     beta: float,
     kind: str = "SA",
@@ -196,12 +181,17 @@ def attention(
     V: Any = None,
     sphere: bool = True,
     sigma: float = 0.0,
+    *,
+    include_self: bool = True,
+    heads: int | None = None,
+    W: Any = None,
 ) -> System:
     """Self-attention dynamics as an interacting particle system (Part C).
 
     SA (T19): dx_i/dt = P_{x_i}( sum_j softmax_j(beta <Q x_i, K x_j>) V x_j ),
     USA (T20): dx_i/dt = P_{x_i}( (1/n) sum_j exp(beta <Q x_i, K x_j>) V x_j ),
-    with P_x y = y - <x, y> x. The sums include j = i.
+    with P_x y = y - <x, y> x. The sums include j = i unless
+    ``include_self=False``.
 
     USA is an IPS of form T1: K(x, y) = exp(beta <Qx, Ky>) V y with
     c_N = (N-1)/N, plus the self term exp(beta <Qx, Kx>) V x / N, which the
@@ -209,37 +199,94 @@ def attention(
     random-batch integrators replace it by the softmax over the batch
     (random batch attention, T18), which is biased.
 
+    Without self (``include_self=False``) every sum runs over j != i, under
+    ``method="full"`` and under RBM-1 / RBM-r alike: SA is the softmax over
+    the other members of the batch (over the other N - 1 tokens when full);
+    USA is (1/n) sum_{j != i}, the same K and the same weight (n-1)/n of the
+    IPS (a batch C weighs its members j != i with c_N/(``|C|``-1)) and no self
+    term, so USA stays an IPS of form T1 without a drift and RBM stays
+    unbiased for it.
+
+    Several heads (``heads``, or Q, K, V, W given as (H, d, d) stacks): head h
+    has its own Q_h, K_h, V_h and output map W_h, and the force is
+
+        P_{x_i}( sum_h W_h A_h(x_i) ),
+
+    A_h the head-h attention above (SA or USA, with or without self, the same
+    for every head). This is multi-head attention with d-dimensional heads:
+    concatenating the heads' outputs and applying an output matrix
+    W_O = [W_1 ... W_H] of shape (d, H d) is sum_h W_h out_h. Under RBM all
+    heads use the particles' one partition. The default W_h = I / H makes
+    the force the mean of the heads, so that H copies of one head are that
+    head's system (same time scale, same step sizes); pass ``W=np.eye(d)``
+    for the plain sum. One head with W = I is exactly the one-head system
+    (the same parameter vector, the same bits on every backend).
+
     Parameters
     ----------
     beta : float
         Inverse temperature; must be finite.
     kind : {"SA", "USA"}
-    Q, K, V : (d, d) array_like or None
-        Query, key and value matrices; None means the identity.
+    Q, K, V : array_like of shape (d, d) or (H, d, d), or None
+        Query, key and value matrices, one per head for a stack; a (d, d)
+        matrix is shared by every head, None means the identity.
     sphere : bool
         True (default): projected dynamics on the unit sphere (layer norm).
         False: the unprojected dynamics in R^d.
     sigma : float
         Optional additive noise (projected on the tangent space on the sphere).
+    include_self : bool, keyword-only
+        True (default): the sums include j = i. False: they exclude it (see above).
+    heads : int >= 1 or None, keyword-only
+        The number of heads H. None (default): the leading size of the
+        (H, d, d) stacks among Q, K, V, W, or 1 if there are none. With
+        H > 1 at least one matrix must be given (it fixes d).
+    W : array_like of shape (d, d) or (H, d, d), or None, keyword-only
+        The heads' output maps; a (d, d) matrix is shared by every head.
+        None (default): I / H for every head.
+
+    Raises
+    ------
+    TypeError
+        ``sphere`` or ``include_self`` is not a bool, ``heads`` not an
+        integer, a matrix not numeric.
+    ValueError
+        A matrix of the wrong shape, sizes that disagree (d, or H between
+        stacks and ``heads``), ``heads < 1``, non-finite values.
     """
     beta = check_finite_scalar("beta", beta)
     kind = check_choice("kind", kind, ("SA", "USA"))
     sigma = check_finite_scalar("sigma", sigma, low=0.0)
     if not isinstance(sphere, (bool, np.bool_)):
         raise TypeError(f"sphere must be a bool, got {type(sphere).__name__}")
-    d = None
-    mats = {}
-    for name, m in (("Q", Q), ("K", K), ("V", V)):
-        a = _check_matrix(name, m, d)
-        if a is not None:
-            d = a.shape[0]
-        mats[name] = a
-    identity = all(a is None for a in mats.values())
-    if not identity:
+    if not isinstance(include_self, (bool, np.bool_)):
+        raise TypeError(f"include_self must be a bool, got {type(include_self).__name__}")
+    include_self = bool(include_self)
+    H, d, mats = attention_matrices(heads, Q=Q, K=K, V=V, W=W)
+    if d is not None:
         eye = np.eye(d)
-        mats = {k: (eye if a is None else a) for k, a in mats.items()}
+        mats["W"] = eye / H if mats["W"] is None else mats["W"]
+        # one head with W = I: the one-head layout, whose vector and arithmetic are today's
+        one_head = H == 1 and np.array_equal(mats["W"].reshape(d, d), eye)
+    else:
+        one_head = True
+    qkv = {k: mats[k] for k in ("Q", "K", "V")}
+    identity = one_head and all(a is None for a in qkv.values())
     norm = ATTN_SOFTMAX if kind == "SA" else ATTN_MEAN
-    params = _layout.pack_attention(beta, norm, True, mats["Q"], mats["K"], mats["V"])
+    if identity:
+        params = _layout.pack_attention(beta, norm, include_self)
+    elif one_head:
+        Qm, Km, Vm = ((eye if a is None else a.reshape(d, d)) for a in qkv.values())
+        params = _layout.pack_attention(beta, norm, include_self, Qm, Km, Vm)
+    else:
+        Qm, Km, Vm, Wm = (np.broadcast_to(eye if mats[k] is None else mats[k], (H, d, d)) for k in "QKVW")
+        params = _layout.pack_attention(beta, norm, include_self, Qm, Km, Vm, Wm)
+    info = {"beta": beta, "kind": kind, "identity_QKV": identity, "sphere": bool(sphere), "sigma": sigma}
+    # only what differs from the one-head system with self, so that its metadata stays as it was
+    if not include_self:
+        info["include_self"] = False
+    if not one_head:
+        info["heads"] = H
     return System(
         name=f"attention_{kind}",
         family="attention",
@@ -248,7 +295,7 @@ def attention(
         normalization="N-1" if kind == "SA" else "N",
         sphere=bool(sphere),
         dim=d,
-        info={"beta": beta, "kind": kind, "identity_QKV": identity, "sphere": bool(sphere), "sigma": sigma},
+        info=info,
     )
 
 

@@ -17,7 +17,7 @@ Free names bound at compile time:
   ``DIM``                           the state dimension d, a compile-time constant (local arrays)
   ``HAS_PREPARE``                   the family has a per-particle prepare pass (attention: Q x, K x, V x)
   ``kernel_fn``, ``drift_fn``       scalar kernel/drift of a kernel system
-  ``prepare_row``, ``member_force`` the family's per-particle routines
+  ``prepare_row``, ``member_force`` the family's per-particle routines (attention: with ``attn_head_force``)
   ``project_tangent``, ``normalise``, ``particle_noise``, ``stage_particle``, ``advance_particle``
                                     from ``_loops``
   ``softmax_step``                  the batch-softmax step of :mod:`particles.device`
@@ -37,6 +37,9 @@ import numpy as np
 
 from particles._layout import (  # noqa: F401  (the _loops routines bound into this namespace use them)
     ATTN_BETA,
+    ATTN_FORM_HEADS,
+    ATTN_HEAD_BLOCKS,
+    ATTN_HEADS,
     ATTN_IDENTITY,
     ATTN_NORM,
     ATTN_QKV,

@@ -4,7 +4,7 @@ The per-particle force routines of the two families -- a kernel system's
 batch sum (T1) and the attention forces (T19 / T20), per member or in tiles
 of members sharing a block of partners' keys -- and :func:`force_all`, the
 force on every particle of every replica for one partition. Also compiled
-for the ``cuda`` kernels: ``attn_prepare_row``, ``attn_member_force``,
+for the ``cuda`` kernels: ``attn_prepare_row``, ``attn_head_force``, ``attn_member_force``,
 ``kernel_prepare_row``, ``project_tangent``, ``normalise``.
 
 Free names bound at compile time: ``kernel_fn``, ``drift_fn``,
@@ -18,7 +18,17 @@ import math
 import numpy as np
 from numba import prange
 
-from particles._layout import ATTN_BETA, ATTN_IDENTITY, ATTN_NORM, ATTN_QKV, ATTN_SELF, ATTN_SOFTMAX
+from particles._layout import (
+    ATTN_BETA,
+    ATTN_FORM_HEADS,
+    ATTN_HEAD_BLOCKS,
+    ATTN_HEADS,
+    ATTN_IDENTITY,
+    ATTN_NORM,
+    ATTN_QKV,
+    ATTN_SELF,
+    ATTN_SOFTMAX,
+)
 
 # --- kernel family -------------------------------------------------------------
 # A user's kernel or drift that leaves a component of ``out`` unwritten must not add whatever the scratch held:
@@ -59,7 +69,10 @@ def kernel_member_force(xr, idx, start, stop, a, params, coupling, work_r, out_r
 
 
 # --- attention family ----------------------------------------------------------
-# params: the attention layout of particles._layout
+# params: the attention layout of particles._layout. work_row of particle i holds, per head h, (Q_h x_i, K_h x_i,
+# W_h V_h x_i) at 3 d h: the output map is applied to the values once per particle (W_h sum_j w_ij V_h x_j is
+# sum_j w_ij W_h V_h x_j), so that a head's force is the one-head force read at another offset. The heads form
+# also keeps a d-vector at 3 d H in which each head's output is formed before it is added to the others.
 def attn_prepare_row(x_row, params, work_row):
     d = x_row.shape[0]
     if params[ATTN_IDENTITY] == 1.0:
@@ -67,6 +80,29 @@ def attn_prepare_row(x_row, params, work_row):
             work_row[c] = x_row[c]
             work_row[d + c] = x_row[c]
             work_row[2 * d + c] = x_row[c]
+    elif params[ATTN_IDENTITY] == ATTN_FORM_HEADS:
+        H = int(params[ATTN_HEADS])
+        dd = d * d
+        vx = work_row[3 * d * H:3 * d * H + d]
+        for h in range(H):
+            base = ATTN_HEAD_BLOCKS + 4 * dd * h
+            o = 3 * d * h
+            for m in range(3):  # Q_h x and K_h x into place, V_h x into the head scratch
+                mb = base + m * dd
+                for row in range(d):
+                    s = 0.0
+                    for c in range(d):
+                        s += params[mb + row * d + c] * x_row[c]
+                    if m < 2:
+                        work_row[o + m * d + row] = s
+                    else:
+                        vx[row] = s
+            wb = base + 3 * dd
+            for row in range(d):
+                s = 0.0
+                for c in range(d):
+                    s += params[wb + row * d + c] * vx[c]
+                work_row[o + 2 * d + row] = s
     else:
         for m in range(3):
             base = ATTN_QKV + m * d * d
@@ -77,7 +113,8 @@ def attn_prepare_row(x_row, params, work_row):
                 work_row[m * d + row] = s
 
 
-def attn_member_force(xr, idx, start, stop, a, params, coupling, work_r, out_row):
+def attn_head_force(xr, idx, start, stop, a, params, coupling, work_r, o, out_row):
+    """One head's force on the member at position ``a``: its Q x, K x, V x at offset ``o`` of the work rows."""
     i = idx[a]
     d = xr.shape[1]
     beta = params[ATTN_BETA]
@@ -95,12 +132,12 @@ def attn_member_force(xr, idx, start, stop, a, params, coupling, work_r, out_row
             wj = work_r[j]
             s = 0.0
             for c in range(d):
-                s += wi[c] * wj[d + c]
-            mx, den = softmax_step(s * beta, mx, den, out_row, wj[2 * d:3 * d], d)
+                s += wi[o + c] * wj[o + d + c]
+            mx, den = softmax_step(s * beta, mx, den, out_row, wj[o + 2 * d:o + 3 * d], d)
         for c in range(d):
             out_row[c] /= den
     else:
-        # unnormalised (T20): self/N exactly, others with weight c_N/(|C|-1)
+        # unnormalised (T20): self/N exactly (dropped without self), others with weight c_N/(|C|-1)
         m = stop - start
         for b in range(start, stop):
             j = idx[b]
@@ -108,17 +145,33 @@ def attn_member_force(xr, idx, start, stop, a, params, coupling, work_r, out_row
                 wj = work_r[j]
                 s = 0.0
                 for c in range(d):
-                    s += wi[c] * wj[d + c]
+                    s += wi[o + c] * wj[o + d + c]
                 e = math.exp(beta * s)
                 for c in range(d):
-                    out_row[c] += e * wj[2 * d + c]
+                    out_row[c] += e * wj[o + 2 * d + c]
         w = coupling / (m - 1) if m > 1 else 0.0
         s = 0.0
         for c in range(d):
-            s += wi[c] * wi[d + c]
+            s += wi[o + c] * wi[o + d + c]
         e = (1.0 - coupling) * math.exp(beta * s) if params[ATTN_SELF] != 0.0 else 0.0
         for c in range(d):
-            out_row[c] = w * out_row[c] + e * wi[2 * d + c]
+            out_row[c] = w * out_row[c] + e * wi[o + 2 * d + c]
+
+
+def attn_member_force(xr, idx, start, stop, a, params, coupling, work_r, out_row):
+    if params[ATTN_IDENTITY] != ATTN_FORM_HEADS:
+        attn_head_force(xr, idx, start, stop, a, params, coupling, work_r, 0, out_row)
+        return
+    # sum_h W_h A_h(x_i): every head over the same batch, each formed in the scratch of particle i, then added
+    d = xr.shape[1]
+    H = int(params[ATTN_HEADS])
+    acc = work_r[idx[a], 3 * d * H:3 * d * H + d]
+    for c in range(d):
+        out_row[c] = 0.0
+    for h in range(H):
+        attn_head_force(xr, idx, start, stop, a, params, coupling, work_r, 3 * d * h, acc)
+        for c in range(d):
+            out_row[c] += acc[c]
 
 
 # The same forces with the keys of the batch in component-major order (``ktb[c*m + a]`` = component c of
@@ -236,7 +289,9 @@ def force_all(x, idx, bounds, batch_of_pos, params, coupling, project, work, out
     that the scores of a block of partners vectorise; worker w takes the w-th
     contiguous range of the R*N particles, in tiles of ATTN_TILE members of one
     batch, with row w of ``sbuf`` (SCORE_BLOCK scores, then the running max
-    and denominator of each member of the tile) as scratch. ``project``: the
+    and denominator of each member of the tile) as scratch; the heads form
+    (several heads or an output map) takes the per-member loop, each member
+    summing its heads over its batch. ``project``: the
     forces are projected on the tangent space (the sphere's projected schemes;
     False for the ambient Euler step, which moves along the unprojected field).
     """
@@ -246,7 +301,9 @@ def force_all(x, idx, bounds, batch_of_pos, params, coupling, project, work, out
             r = f // N
             i = f - r * N
             prepare_row(x[r, i], params, work[r, i])
-    if TRANSPOSED_KEYS:  # compile-time constant: True for the attention family
+    # TRANSPOSED_KEYS: compile-time constant, True for the attention family; the tiles gather one head's keys,
+    # so the heads form takes the per-member loop below
+    if TRANSPOSED_KEYS and params[ATTN_IDENTITY] != ATTN_FORM_HEADS:
         nb = bounds.size - 1
         for f in prange(R * nb):
             r = f // nb

@@ -31,7 +31,8 @@ Free names bound at compile time:
 Array conventions: states ``x`` are (R, N, d) float64 (R replicas), the
 per-replica permutations ``idx`` are (R, N) int64, the stage derivatives
 ``K`` are (S, R, N, d), ``work`` is (R, N, W) per-particle scratch (W = d
-for kernel systems, 3d for attention: Qx, Kx, Vx).
+for kernel systems, 3d for attention: Qx, Kx, Vx; 3dH + d for H heads, see
+``particles._layout.attention_work_width``).
 """
 
 from particles.backends import _fast, _forces, _perms, _steps
@@ -56,6 +57,7 @@ from particles.backends._forces import (
     ATTN_TILE,
     SCORE_BLOCK,
     ZERO_OUT,
+    attn_head_force,
     attn_member_force,
     attn_prepare_row,
     attn_tile_force,
@@ -85,8 +87,8 @@ __all__ = [
     "SOURCES", "namespace", "FAST_BLOCK", "SMALL_BATCH", "ATTN_TILE", "SCORE_BLOCK", "ZERO_OUT",
     "block_forces", "fused_step", "phased_forces", "phased_step", "run_fast_fused", "run_fast_phased", "seg_advance",
     "seg_forces", "seg_gather", "seg_noise", "seg_slots", "seg_step", "stage_rows",
-    "attn_member_force", "attn_prepare_row", "attn_tile_force", "force_all", "gather_keys", "kernel_member_force",
-    "kernel_prepare_row", "normalise", "project_tangent",
+    "attn_head_force", "attn_member_force", "attn_prepare_row", "attn_tile_force", "force_all", "gather_keys",
+    "kernel_member_force", "kernel_prepare_row", "normalise", "project_tangent",
     "build_perms", "perm_draws", "perm_scan", "perm_scatter", "perm_shuffle", "permute_replica",
     "advance_all", "advance_particle", "particle_noise", "run_batched", "run_rbmr", "save_state", "stage_all",
     "stage_particle",

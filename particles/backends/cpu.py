@@ -188,6 +188,7 @@ def _compile_family(kernel_fn, drift_fn, family, cache, model=None, user=None, z
         ns["drift_fn"] = numba.njit(cache=cache, **_JIT)(_rebind(drift_fn, kns))
     if family == "attention":
         ns["prepare_row"] = numba.njit(cache=cache, **_JIT)(_rebind(_loops.attn_prepare_row, ns, family))
+        ns["attn_head_force"] = numba.njit(cache=cache, **_JIT)(_rebind(_loops.attn_head_force, ns, family))
         ns["member_force"] = numba.njit(cache=cache, **_JIT)(_rebind(_loops.attn_member_force, ns, family))
         ns["HAS_PREPARE"] = True
         ns["TRANSPOSED_KEYS"] = True
@@ -437,16 +438,18 @@ def ensemble_loops():
 def takes_ensemble_kernel(system, plan, n):
     """Whether :func:`run` integrates with the fused ensemble kernel (:mod:`particles.backends._ensemble`).
 
-    Attention family with Q = K = V = I, ``method="full"``, no noise, and
-    token sets of at most :data:`ENSEMBLE_MAX_N` tokens.
+    Attention family with Q = K = V = I (one head: the kernel has no heads), ``method="full"``, no noise,
+    and token sets of at most :data:`ENSEMBLE_MAX_N` tokens.
     """
-    return (system.family == "attention" and system.builtin and float(system.params[_layout.ATTN_IDENTITY]) != 0.0
+    return (system.family == "attention" and system.builtin
+            and float(system.params[_layout.ATTN_IDENTITY]) == _layout.ATTN_FORM_IDENTITY
             and plan.method == "full" and plan.scale == 0.0 and plan.scale_last == 0.0
             and 1 <= n <= ENSEMBLE_MAX_N)
 
 
 def work_width(system, d):
-    return 3 * d if system.family == "attention" else d
+    """Per-particle scratch of the loops: d for a kernel system, see ``_layout.attention_work_width``."""
+    return _layout.attention_work_width(system.params, d) if system.family == "attention" else d
 
 
 @_reports_user_errors

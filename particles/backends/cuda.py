@@ -299,6 +299,7 @@ def kernels_for(system, d):
                 ns[fname] = _device(_rebind(getattr(_loops, fname), ns, family))
             if attention:
                 ns["prepare_row"] = _device(_rebind(_loops.attn_prepare_row, ns, family))
+                ns["attn_head_force"] = _device(_rebind(_loops.attn_head_force, ns, family))
                 ns["member_force"] = _device(_rebind(_loops.attn_member_force, ns, family))
             else:
                 if system.builtin:
@@ -406,7 +407,7 @@ class Integrator:
         self.B = to_device(plan.B)
         self.S = plan.B.shape[0]
         self.knoise = _root_keys(plan.seed, _rng.STREAM_NOISE, R)
-        self.work = empty((R, N, 3 * d) if self.attention else (R, 1, 1))
+        self.work = empty((R, N, _layout.attention_work_width(system.params, d)) if self.attention else (R, 1, 1))
         if plan.method == "rbmr":
             self.ksub = _root_keys(plan.seed, _rng.STREAM_SUBSET, R)
             self.pool = identity(R, N)
@@ -492,7 +493,7 @@ def drift(system, x, out, *, method, batch_size, seed, step, coupling):
         idx = Permutations(R, N).build(seed, step, empty((R, N), np.int32))
         nbat = N // batch_size
     attention = system.family == "attention"
-    work = empty((R, N, 3 * d) if attention else (R, 1, 1))
+    work = empty((R, N, _layout.attention_work_width(system.params, d)) if attention else (R, 1, 1))
     if attention:
         launch(kern.k_prepare, R * N, dx, params, work)
     dout = empty((R, N, d))

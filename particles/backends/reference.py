@@ -49,8 +49,20 @@ def _batch_force(system, X, coupling):
             b = _drift_custom(system.drift, X, params)
         inter = Kmat.sum(axis=1) * (coupling / (m - 1)) if m > 1 else np.zeros_like(X)
         return inter + b
-    beta, norm, include_self, identity, Q, K, V = _layout.unpack_attention(params, d)
-    if identity:
+    f = _layout.unpack_attention(params, d)
+    if f.identity == _layout.ATTN_FORM_HEADS:  # sum_h W_h A_h(x): every head over the same batch
+        F = None
+        for h in range(f.heads):
+            A = _head_force(X, f.beta, f.norm, f.include_self, f.Q[h], f.K[h], f.V[h], coupling) @ f.W[h].T
+            F = A if F is None else F + A
+        return F
+    return _head_force(X, f.beta, f.norm, f.include_self, f.Q, f.K, f.V, coupling)
+
+
+def _head_force(X, beta, norm, include_self, Q, K, V, coupling):
+    """One head's attention force on each member of one batch X (m, d); Q, K, V None for the identity."""
+    m = X.shape[0]
+    if Q is None:
         Qx = Kx = Vx = X
     else:
         Qx, Kx, Vx = X @ Q.T, X @ K.T, X @ V.T
@@ -61,6 +73,8 @@ def _batch_force(system, X, coupling):
         S = S - S.max(axis=1, keepdims=True)
         W = np.exp(S)
         return (W / W.sum(axis=1, keepdims=True)) @ Vx
+    # USA (T20): (1/N) sum_j = c_N/(|C|-1) over the others in the batch, plus the self term (1 - c_N) = 1/N
+    # kept exact; without self only the first part (THEORY B5)
     E = np.exp(S)
     diag = np.diag(E).copy()
     np.fill_diagonal(E, 0.0)

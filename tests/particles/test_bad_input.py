@@ -395,7 +395,7 @@ def test_attention_mismatched_matrices(mats, match):
 
 
 @pytest.mark.parametrize("name", ["Q", "K", "V"])
-@pytest.mark.parametrize("shape", [(2, 3), (3,), (2, 2, 2)], ids=["2x3", "vector", "3-D"])
+@pytest.mark.parametrize("shape", [(2, 3), (3,), (2, 2, 3), (1, 2, 2, 2)], ids=["2x3", "vector", "3-D", "4-D"])
 def test_attention_non_square(name, shape):
     with pytest.raises(ValueError, match=rf"^{name} must be a square \(d, d\) matrix, got shape"):
         systems.attention(1.0, **{name: np.ones(shape)})
