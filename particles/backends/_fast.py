@@ -2,7 +2,11 @@
 
 Source compiled by :mod:`particles.backends.cpu` (see ``_loops``) for
 ``full`` and ``rbm1``; the same bits as the per-particle loops of
-``_forces`` and ``_steps``.
+``_forces`` and ``_steps``. Any batch bounds whose sizes are non-increasing
+and take at most two values (``"spread"``, and ``"pad"`` without a lone
+particle); a lone particle needs the state of all N at every stage, which
+the chunked step does not keep, so :func:`particles.backends.cpu.run` then
+takes ``run_batched``.
 """
 # ruff: noqa: F821  (names are bound by the compiler, see below)
 
@@ -206,11 +210,14 @@ def fused_step(x, idx, bounds, per_chunk, A, B, dt, scale, knoise, fine0, nfine,
     R, N, d = x.shape
     nb = bounds.size - 1
     nch = (nb + per_chunk - 1) // per_chunk
-    base = N // nb
-    extra = N - base * nb  # batches 0..extra-1 have base + 1 members
+    # batches 0..extra-1 have m_hi members, the others m_lo: under "spread" m_hi = N // nb + 1 (or no batch of
+    # that size), under "pad" m_hi = p and the last batch m_lo = N mod p
+    m_hi = bounds[1] - bounds[0]
+    m_lo = bounds[nb] - bounds[nb - 1]
+    extra = nb if m_hi == m_lo else (N - nb * m_lo) // (m_hi - m_lo)
     W = xg.shape[0]
     total = R * nch
-    small = base + 1 <= SMALL_BATCH
+    small = m_hi + (1 if m_hi == m_lo else 0) <= SMALL_BATCH  # under "spread": N // nb + 1 <= SMALL_BATCH
     for w in prange(W):
         for t in range(w * total // W, (w + 1) * total // W):
             r = t // nch
@@ -218,13 +225,13 @@ def fused_step(x, idx, bounds, per_chunk, A, B, dt, scale, knoise, fine0, nfine,
             b1 = min(nb, b0 + per_chunk)
             p0 = bounds[b0]
             e = min(b1, max(b0, extra))
-            # small batches: at most two segments, the batches of size base + 1 then those of size
-            # base; large batches: one segment per batch
+            # small batches: at most two segments, the batches of size m_hi then those of size m_lo;
+            # large batches: one segment per batch
             for g in range(2 if small else b1 - b0):
                 if small:
                     s0 = b0 if g == 0 else e
                     nbat = e - b0 if g == 0 else b1 - e
-                    m = base + 1 if g == 0 else base
+                    m = m_hi if g == 0 else m_lo
                 else:
                     s0 = b0 + g
                     nbat = 1
