@@ -10,6 +10,7 @@ and ``"pad"`` against ``"spread"`` where they must coincide (p | N, p = N).
 
 from __future__ import annotations
 
+import importlib.util
 import warnings
 
 import numpy as np
@@ -18,6 +19,7 @@ from numpy.testing import assert_allclose, assert_array_equal
 
 import particles
 from particles import backends, systems
+from tests._inputs import _drift_cubic, _kern_sin
 from tests.oracles import attention_batch_force, cut_batches, kernel_batch_force, member_batches, tangent
 
 RTOL = 1e-12  # agreement "to rounding": summation order may differ between backends
@@ -123,6 +125,20 @@ def test_backends_agree_under_pad_with_runge_kutta_stages(scheme, name, backend)
                     particles.solve(system, x0, backend="reference", **kw).x, rtol=RTOL, atol=RTOL)
 
 
+def test_a_user_defined_system_under_pad(backend):
+    # the loops compiled for a user's kernel (zeroed scratch) give the lone particle its widened batch too
+    if backend == "reference":
+        pytest.skip("the reference is what the others are compared with")
+    system = systems.custom(_kern_sin, _drift_cubic, sigma=0.2, params=[0.8, 0.1])
+    x0 = np.random.default_rng(6).standard_normal((2, 10, 2))
+    kw = dict(t_end=0.06, dt=0.02, method="rbm1", batch_size=3, seed=4, remainder="pad")
+    assert_allclose(particles.solve(system, x0, backend=backend, **kw).x,
+                    particles.solve(system, x0, backend="reference", **kw).x, rtol=RTOL, atol=RTOL)
+    dkw = dict(method="rbm1", batch_size=3, seed=4, step=1, remainder="pad")
+    assert_allclose(particles.drift(system, x0, backend=backend, **dkw),
+                    particles.drift(system, x0, backend="reference", **dkw), rtol=RTOL, atol=RTOL)
+
+
 @pytest.mark.parametrize(("R", "n", "p"), [(1, 100, 7), (1, 300, 20), (1, 50, 20), (3, 60, 7), (2, 43, 7),
                                            (1, 40, 17)])
 def test_the_cpu_kernel_fast_paths_under_pad(R, n, p):
@@ -156,6 +172,30 @@ def test_pad_with_p_equal_to_n_is_the_full_step(name, backend):
     pad = particles.solve(system, x0, method="rbm1", batch_size=7, remainder="pad", **kw)
     assert_array_equal(pad.x, particles.solve(system, x0, method="rbm1", batch_size=7, **kw).x)
     assert_allclose(pad.x, particles.solve(system, x0, method="full", **kw).x, rtol=RTOL, atol=RTOL)
+
+
+def _k_spans(n, nbat, pad, out):
+    pos = cuda.grid(1)  # noqa: F821  (bound by the compiler)
+    if pos < n:
+        start, stop = member_span(pos, n, nbat, pad)  # noqa: F821
+        out[pos, 0] = start
+        out[pos, 1] = stop
+
+
+@pytest.mark.skipif(importlib.util.find_spec("numba_cuda") is None, reason="numba-cuda is not installed")
+@pytest.mark.parametrize(("n", "p"), [(7, 3), (10, 3), (11, 3), (12, 4), (9, 8), (5, 5)])
+def test_the_device_batch_spans(n, p):
+    # particles.gpu's namespace: member_span(pos, n, nbat, 0) is spread's batch, (.., p) pad's with the lone widened
+    from particles import gpu
+
+    k = gpu.kernels([_k_spans], "pad_spans_test")
+    perm = np.arange(n)
+    for remainder, pad in (("spread", 0), ("pad", p)):
+        dev = gpu.empty((n, 2), np.int64)
+        gpu.launch(k._k_spans, n, n, n // p, pad, dev)
+        got = gpu.to_host(dev, np.empty((n, 2), np.int64))
+        of = member_batches(cut_batches(perm, p, remainder), n)
+        assert_array_equal(got, [[m.min(), m.max() + 1] for m in of])
 
 
 # --- 4. bad input, the other methods, registered backends ------------------------------------------------------------
