@@ -41,6 +41,8 @@ from particles.backends._fast import (
     SMALL_BATCH,
     block_forces,
     fused_step,
+    lone_advance,
+    lone_forces,
     phased_forces,
     phased_step,
     run_fast_fused,
@@ -85,8 +87,8 @@ SOURCES = (_forces, _perms, _steps, _fast)
 
 __all__ = [
     "SOURCES", "namespace", "FAST_BLOCK", "SMALL_BATCH", "ATTN_TILE", "SCORE_BLOCK", "ZERO_OUT",
-    "block_forces", "fused_step", "phased_forces", "phased_step", "run_fast_fused", "run_fast_phased", "seg_advance",
-    "seg_forces", "seg_gather", "seg_noise", "seg_slots", "seg_step", "stage_rows",
+    "block_forces", "fused_step", "lone_advance", "lone_forces", "phased_forces", "phased_step", "run_fast_fused",
+    "run_fast_phased", "seg_advance", "seg_forces", "seg_gather", "seg_noise", "seg_slots", "seg_step", "stage_rows",
     "attn_member_force", "attn_prepare_row", "attn_tile_force", "force_all", "gather_keys", "kernel_member_force",
     "kernel_prepare_row", "normalise", "project_tangent",
     "build_perms", "perm_draws", "perm_scan", "perm_scatter", "perm_shuffle", "permute_replica",

@@ -71,7 +71,7 @@ _PERM_ORDER = ("perm_draws", "perm_scan", "perm_scatter", "perm_shuffle", "permu
 # the fast path of the built-in kernel systems (see _fast)
 _FAST_ORDER = (
     "seg_slots", "seg_gather", "block_forces", "seg_forces", "stage_rows", "seg_noise", "seg_advance", "seg_step",
-    "fused_step", "phased_forces", "phased_step", "run_fast_fused", "run_fast_phased",
+    "fused_step", "phased_forces", "phased_step", "lone_forces", "lone_advance", "run_fast_fused", "run_fast_phased",
 )
 _PARALLEL = {"force_all", "permute_replica", "build_perms", "stage_all", "advance_all", "save_state", "lone_force",
              "run_rbmr", "fused_step", "phased_forces", "phased_step"}
@@ -490,11 +490,13 @@ def run(system, x, traj, plan):
     nb = _batches.num_buckets(N)
     idx = np.tile(np.arange(N, dtype=np.int64), (R, 1))
     perm_scratch = _perm_scratch(R, N, full)
-    # a lone particle (remainder="pad", N mod p == 1) interacts with all N at every stage, which the chunked
-    # fast path does not keep at hand: the general loops take it
-    if system.family == "kernel" and system.builtin and not plan.sphere and lone < 0:
+    # a lone particle (remainder="pad", N mod p == 1) interacts with all N at every stage: the fast path steps
+    # it on its own with the Euler scheme (its bounds stop before it), the general loops with several stages
+    if system.family == "kernel" and system.builtin and not plan.sphere and (lone < 0 or S == 1):
         # RBM-1 with enough batches: chunks of about _CHUNK_POS positions, one worker per thread with
         # its own scratch; otherwise (full, few large batches) phase by phase with scratch per replica
+        if lone >= 0:
+            bounds = bounds[:-1].copy()
         nbat = bounds.size - 1
         fused = not full and R * nbat >= _FUSED_MIN
         per_chunk = max(1, _CHUNK_POS // (bounds[1] - bounds[0]))
@@ -508,14 +510,17 @@ def run(system, x, traj, plan):
         sg = np.empty((rows, d * width))
         ip = np.empty((rows, width), dtype=np.int64)
         kp = np.empty((rows, width), dtype=np.uint64)
+        lone_scratch = (np.empty((R, d)), np.empty((R, d)))
         if fused:
             loops.run_fast_fused(x, traj, plan.nsteps, plan.save_every, plan.tau_steps, per_chunk, plan.A, plan.B,
                                  plan.dt, plan.scale, plan.dt_last, plan.scale_last, plan.nfine, np.uint64(plan.seed),
-                                 bounds, nb, params, plan.coupling, xg, kg, sg, ip, kp, idx, *perm_scratch)
+                                 bounds, lone, nb, params, plan.coupling, xg, kg, sg, ip, kp, *lone_scratch, idx,
+                                 *perm_scratch)
         else:
             loops.run_fast_phased(x, traj, plan.nsteps, plan.save_every, plan.tau_steps, full, plan.A, plan.B,
                                   plan.dt, plan.scale, plan.dt_last, plan.scale_last, plan.nfine, np.uint64(plan.seed),
-                                  bounds, nb, params, plan.coupling, xg, kg, sg, ip, kp, idx, *perm_scratch)
+                                  bounds, lone, nb, params, plan.coupling, xg, kg, sg, ip, kp, *lone_scratch, idx,
+                                  *perm_scratch)
         return
     work = np.empty((R, N, work_width(system, d)))
     K = np.empty((S, R, N, d))

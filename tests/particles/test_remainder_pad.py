@@ -139,16 +139,34 @@ def test_a_user_defined_system_under_pad(backend):
                     particles.drift(system, x0, backend="reference", **dkw), rtol=RTOL, atol=RTOL)
 
 
-@pytest.mark.parametrize(("R", "n", "p"), [(1, 100, 7), (1, 300, 20), (1, 50, 20), (3, 60, 7), (2, 43, 7),
-                                           (1, 40, 17)])
-def test_the_cpu_kernel_fast_paths_under_pad(R, n, p):
-    # the built-in kernels in flat space: the chunked step (small and large batches), the phased step, and the
-    # general loops for a lone particle (43 = 6 * 7 + 1)
+@pytest.mark.parametrize(("R", "n", "p"), [(1, 100, 7), (1, 300, 20), (1, 50, 20), (3, 60, 7), (1, 40, 17),
+                                           (2, 43, 7), (1, 301, 20), (1, 41, 20), (1, 21, 20)])
+@pytest.mark.parametrize("name", ["tanh", "dyson"])
+def test_the_cpu_kernel_fast_paths_under_pad(R, n, p, name):
+    # the built-in kernels in flat space: the chunked step (small and large batches) and the phased step (few
+    # batches), without and with a lone particle (43 = 6 * 7 + 1, 301, 41, 21), which they step on their own
+    system = systems.confined_tanh(r=1.0, L=0.4, sigma=0.6) if name == "tanh" else systems.dyson(eps=1e-3)
+    x0 = np.random.default_rng(n).standard_normal((R, n, 1 if name == "dyson" else 2))
+    kw = dict(t_end=0.06, dt=0.02, method="rbm1", batch_size=p, seed=3, remainder="pad", tau=0.04)
+    assert_allclose(particles.solve(system, x0, backend="cpu", **kw).x,
+                    particles.solve(system, x0, backend="reference", **kw).x, rtol=RTOL, atol=RTOL)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("numba_cuda") is None, reason="numba-cuda is not installed")
+@pytest.mark.parametrize(("R", "n", "p"), [(2, 43, 7), (1, 41, 20), (1, 21, 20), (2, 12, 5)])
+def test_the_cpu_kernel_fast_paths_under_pad_bitwise(R, n, p):
+    # the cuda kernels do the per-particle arithmetic of the general loops, which the fast path reproduces bit
+    # for bit; under the simulator (Python floats, the same libm) the results are the same bits
+    from particles.backends import cuda
+
+    cuda.require()
+    if not cuda.simulator_enabled():
+        pytest.skip("on a GPU the results agree to rounding only (fused multiply-adds)")
     system = systems.confined_tanh(r=1.0, L=0.4, sigma=0.6)
     x0 = np.random.default_rng(n).standard_normal((R, n, 2))
     kw = dict(t_end=0.06, dt=0.02, method="rbm1", batch_size=p, seed=3, remainder="pad")
-    assert_allclose(particles.solve(system, x0, backend="cpu", **kw).x,
-                    particles.solve(system, x0, backend="reference", **kw).x, rtol=RTOL, atol=RTOL)
+    assert_array_equal(particles.solve(system, x0, backend="cpu", **kw).x,
+                       particles.solve(system, x0, backend="cuda", **kw).x)
 
 
 # --- 3. where pad and spread coincide --------------------------------------------------------------------------------
