@@ -15,7 +15,10 @@ four things from it, given here:
   ``normal``, ... of ``particles._rng``) and ``draw_subset``;
   ``softmax_step`` (:mod:`particles.device`); ``batch_span(pos, n, nbat)``,
   the ``(start, stop)`` of the batch holding position ``pos`` of an RBM-1
-  permutation of n elements cut into ``nbat`` batches; and the
+  permutation of n elements cut into ``nbat`` batches (``remainder="spread"``),
+  ``pad_span(pos, n, p)``, the same under ``remainder="pad"`` (a lone
+  position's batch widened to all n), ``member_span(pos, n, nbat, pad)``
+  (the first when ``pad`` is 0, else the second with p = ``pad``); and the
   compile-time constants passed as keywords;
 - :func:`to_device`, :func:`to_host`, :func:`empty`: the only copies between
   host and device, counted in ``particles.backends.cuda.TRANSFERS``;

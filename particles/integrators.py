@@ -153,15 +153,35 @@ AMBIENT_EULER = Scheme("ambient_euler", 3, order=1, stages=1, stochastic=False, 
 SCHEMES = {s.name: s for s in (EULER, HEUN, RK4, AMBIENT_EULER)}
 
 
-def batch_variance_factor(n: int, p: int) -> float:
-    """``E[1/(|C(i)|-1)] - 1/(N-1)`` for the RBM-1 partition of n into n // p batches.
+def batch_variance_factor(n: int, p: int, remainder: str = "spread") -> float:
+    """``E[1/(|C(i)|-1)] - 1/(N-1)`` for the RBM-1 partition of n into batches of p.
 
-    The batch-force lemma (T3) reads E|chi_i|^2 = factor * Lambda_i. When p
-    divides n this is 1/(p-1) - 1/(n-1); otherwise the batch of particle i
-    has size p or p+1 with size-biased probabilities, which this accounts for.
+    The batch-force lemma (T3) reads E|chi_i|^2 = factor * Lambda_i, the
+    same factor for every particle i (its position in the permutation is
+    uniform).
+
+    Parameters
+    ----------
+    n : int
+        Number of particles N, >= 2 (the lemma needs N >= 3 for Lambda_i).
+    p : int
+        Batch size, 2 <= p <= n.
+    remainder : {"spread", "pad"}
+        How the batches are cut when p does not divide n
+        (:func:`particles.batching.batch_bounds`). When p divides n both
+        give 1/(p-1) - 1/(n-1). Otherwise the batch of particle i has size s
+        with the size-biased probability s * (number of batches of size s) / n.
+        Under ``"pad"`` with n mod p == 1 the lone particle's batch is
+        widened to all n (it gets the exact force), so it contributes 0.
+
+    Returns
+    -------
+    float
     """
     from particles._batches import batch_sizes  # local: keep this module import-light
+    from particles.batching import check_remainder
 
-    sizes = batch_sizes(n, p)
-    # P(|C(i)| = s) = s * (number of batches of size s) / n
-    return float(sum(s / n * (1.0 / (s - 1)) for s in sizes if s > 1)) - 1.0 / (n - 1)
+    sizes = batch_sizes(n, p, check_remainder(remainder))
+    # P(|C(i)| = s) = s * (number of batches of size s) / n; a lone particle (s = 1) is widened to all n, so it
+    # counts as a batch of size n (its conditional variance 1/(n-1) - 1/(n-1) is 0)
+    return float(sum(s / n * (1.0 / ((s if s > 1 else n) - 1)) for s in sizes)) - 1.0 / (n - 1)

@@ -22,7 +22,8 @@ import numpy as np
 
 from particles import integrators
 from particles._validate import check_choice, check_finite_scalar, check_int, check_seed, check_state
-from particles.backends import BUILTIN_BACKENDS, get_backend
+from particles.backends import BUILTIN_BACKENDS, get_backend, remainder_kwargs
+from particles.batching import check_remainder
 from particles.systems import System, check_user_functions
 
 __all__ = ["solve", "drift", "Trajectory", "DEFAULT_MAX_BYTES"]
@@ -54,6 +55,7 @@ class Plan:
     project: bool = False  # forces projected on the tangent space (sphere and a projected scheme)
     dt_last: float = float("nan")  # length of the last step: dt, or less when t_end is not a whole number of steps
     scale_last: float = float("nan")  # noise scale of the last step: scale * sqrt(dt_last / dt)
+    remainder: str = "spread"  # how RBM-1 cuts the permutation (particles._batches.REMAINDERS); "spread" otherwise
 
 
 @dataclass(frozen=True)
@@ -70,7 +72,8 @@ class Trajectory:
         The integrator's declaration (orders, batch exponent).
     metadata : dict
         seed, method, scheme, backend, dt, noise_dt, tau, batch_size,
-        save_every, system name and parameters, package versions.
+        save_every, remainder (``None`` unless ``method="rbm1"``), system
+        name and parameters, package versions.
     """
 
     t: np.ndarray
@@ -131,6 +134,17 @@ def _check_system(system):
                         f"got {type(system).__name__}")
 
 
+def _check_remainder(method, remainder):
+    """``remainder`` validated; for a method other than RBM-1 a non-default one is ignored, with a warning."""
+    remainder = check_remainder(remainder)
+    if method != "rbm1" and remainder != "spread":
+        warnings.warn(f"remainder={remainder!r} is ignored by method={method!r}: only method='rbm1' cuts a "
+                      f"permutation into batches (full sums over all N, rbmr draws subsets of exactly "
+                      f"batch_size)", UserWarning, stacklevel=3)
+        return "spread"
+    return remainder
+
+
 def _check_batch_size(method, batch_size, n):
     if method == "full":
         if batch_size is not None:
@@ -144,7 +158,7 @@ def _check_batch_size(method, batch_size, n):
 
 
 def solve(system, x0, *, t_end, dt, method="full", batch_size=None, seed=0, backend="cpu", save_every=1,
-          noise_dt=None, scheme="euler", tau=None, max_bytes=DEFAULT_MAX_BYTES):
+          noise_dt=None, scheme="euler", tau=None, max_bytes=DEFAULT_MAX_BYTES, remainder="spread"):
     """Integrate an interacting particle system.
 
     Parameters
@@ -167,8 +181,9 @@ def solve(system, x0, *, t_end, dt, method="full", batch_size=None, seed=0, back
     batch_size : int, optional
         p, with 2 <= p <= N; required for the random-batch methods;
         ``method="full"`` ignores it, with a ``UserWarning``.
-        Batches have size p or p + 1 when p does not divide N, each with the
-        weight ``1/(|C| - 1)`` of its actual size.
+        When p does not divide N the batches of RBM-1 are cut as
+        ``remainder`` says; each batch has the weight ``1/(|C| - 1)`` of
+        its actual size ``|C|``.
     seed : int
         0 <= seed < 2**64. Determines the noise and the batches.
     backend : {"cpu", "reference", "cuda"} or a registered name
@@ -191,6 +206,24 @@ def solve(system, x0, *, t_end, dt, method="full", batch_size=None, seed=0, back
     max_bytes : int
         Memory budget in bytes for the saved trajectory; a larger request is
         refused before any work is done, with the ``save_every`` that fits.
+    remainder : {"spread", "pad"}
+        How RBM-1 cuts each permutation of the N particles into batches
+        (:func:`particles.batching.batch_bounds`, THEORY A2). ``"spread"``
+        (default): N // p batches whose sizes differ by at most one (p or
+        p + 1 only while N mod p <= N // p; N = 1000, p = 64 gives 66 and
+        67). ``"pad"``: the pad-and-crop of random batch attention,
+        ceil(N / p) batches of p, the last one holding the N mod p left
+        over. When N mod p == 1 that last batch holds one particle (the
+        *lone* one), which has no batch-mates: its batch is widened to all
+        N particles, so it feels the exact force (weight ``1/(N-1)``) and
+        the batch-force lemma T3 stays exact
+        (:func:`~particles.integrators.batch_variance_factor`); the other
+        particles keep their batches. When p divides N both give the same
+        batches (the same bits). The permutation is the same in both.
+        Only ``method="rbm1"`` cuts batches: the other methods ignore a
+        non-default value, with a ``UserWarning``. A registered backend
+        runs ``"pad"`` only if its ``drift`` accepts the keyword
+        ``remainder`` (see :mod:`particles.backends`).
 
     Returns
     -------
@@ -219,6 +252,8 @@ def solve(system, x0, *, t_end, dt, method="full", batch_size=None, seed=0, back
     R, N, d = x.shape
     check_user_functions(system, d)
     p = _check_batch_size(method, batch_size, N)
+    remainder = _check_remainder(method, remainder)
+    remainder_kwargs(bk, backend, remainder)  # a registered backend that cannot cut "pad" is refused here
     dt = check_finite_scalar("dt", dt, low=0.0, low_inclusive=False)
     t_end = check_finite_scalar("t_end", t_end, low=0.0, low_inclusive=False)
     nsteps, dt_last = _steps(t_end, dt)
@@ -256,7 +291,8 @@ def solve(system, x0, *, t_end, dt, method="full", batch_size=None, seed=0, back
                 noise_dt=noise_dt, scale=sigma * math.sqrt(noise_dt), coupling=system.coupling_for(N),
                 batch_size=p, seed=seed, sphere=system.sphere, A=A, B=B, scheme=scheme_obj.name,
                 project=system.sphere and scheme_obj.projected, dt_last=dt_last,
-                scale_last=sigma * math.sqrt(noise_dt) * (1.0 if dt_last == dt else math.sqrt(dt_last / dt)))
+                scale_last=sigma * math.sqrt(noise_dt) * (1.0 if dt_last == dt else math.sqrt(dt_last / dt)),
+                remainder=remainder)
     traj = np.empty((nsave, R, N, d))
     x = x.copy()
     bk.run(system, x, traj, plan)
@@ -272,6 +308,7 @@ def solve(system, x0, *, t_end, dt, method="full", batch_size=None, seed=0, back
         "system": system.name, "system_info": dict(system.info), "method": method, "scheme": scheme_obj.name,
         "backend": backend, "seed": seed, "dt": dt, "noise_dt": noise_dt, "tau": dt * tau_steps,
         "batch_size": None if method == "full" else p, "save_every": save_every,
+        "remainder": remainder if method == "rbm1" else None,
         "t_end": nsteps * dt if dt_last == dt else t_end, "dt_last": dt_last,
         "n_particles": N, "dim": d, "replicas": R if ensemble else None, "versions": _versions(),
     }
@@ -284,7 +321,7 @@ def _num_saves(nsteps, save_every):
     return nsteps // save_every + 1 + (1 if nsteps % save_every else 0)
 
 
-def drift(system, x, *, method="full", batch_size=None, seed=0, step=0, backend="cpu"):
+def drift(system, x, *, method="full", batch_size=None, seed=0, step=0, backend="cpu", remainder="spread"):
     """The drift of the system at frozen positions.
 
     For ``method="full"``: b(x_i) + c_N/(N-1) sum_{j != i} K(x_i, x_j) (or
@@ -296,7 +333,20 @@ def drift(system, x, *, method="full", batch_size=None, seed=0, step=0, backend=
 
     Parameters
     ----------
+    system : System
     x : array_like, shape (N, d) or (R, N, d)
+    method : {"full", "rbm1"}
+    batch_size : int, optional
+        p, required for ``"rbm1"`` (as in :func:`solve`).
+    seed, step : int
+        The partition is the one of reshuffle ``step`` under ``seed``
+        (replica r of an ensemble input uses the streams of (seed, r)).
+    backend : str
+    remainder : {"spread", "pad"}
+        How the permutation is cut into batches, as in :func:`solve` (a
+        lone particle under ``"pad"`` gets the full drift);
+        ``method="full"`` ignores a non-default value, with a
+        ``UserWarning``.
 
     Returns
     -------
@@ -311,6 +361,9 @@ def drift(system, x, *, method="full", batch_size=None, seed=0, step=0, backend=
     p = _check_batch_size(method, batch_size, N)
     seed = check_seed(seed)
     step = check_int("step", step, low=0)
+    remainder = _check_remainder(method, remainder)
+    extra = remainder_kwargs(bk, backend, remainder)
     out = np.empty_like(xa)
-    bk.drift(system, xa, out, method=method, batch_size=p, seed=seed, step=step, coupling=system.coupling_for(N))
+    bk.drift(system, xa, out, method=method, batch_size=p, seed=seed, step=step, coupling=system.coupling_for(N),
+             **extra)
     return out if ensemble else out[0]

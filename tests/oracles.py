@@ -44,3 +44,64 @@ def lambda_i(system, x):
     dev = K - kbar[:, None, :]
     dev[np.arange(n), np.arange(n)] = 0.0
     return np.sum(dev**2, axis=(1, 2)) / (n - 2)
+
+
+# --- RBM-1 batches, both remainder conventions, and the batch forces on them ------------------------------------
+def cut_batches(perm, p, remainder):
+    """The batches of a permutation, written out from the definitions of THEORY A2 (index arrays).
+
+    ``"spread"``: n // p batches, the first n mod (n // p) of them one longer;
+    ``"pad"``: consecutive slices of p, the last one holding what is left.
+    """
+    perm = np.asarray(perm)
+    n = perm.size
+    if remainder == "pad":
+        return [perm[a:a + p] for a in range(0, n, p)]
+    nb = n // p
+    sizes = [n // nb + (1 if b < n % nb else 0) for b in range(nb)]
+    edges = np.concatenate([[0], np.cumsum(sizes)])
+    return [perm[edges[b]:edges[b + 1]] for b in range(nb)]
+
+
+def member_batches(batches, n):
+    """For each token i its batch C(i) (i included); a batch of one real token is widened to all n (lone rule)."""
+    out = [None] * n
+    for members in batches:
+        widened = np.arange(n) if len(members) == 1 else np.asarray(members)
+        for i in members:
+            out[int(i)] = widened
+    return out
+
+
+def kernel_batch_force(system, x, batches_of):
+    """b(x_i) + c_N/(|C(i)|-1) sum_{j in C(i), j != i} K(x_i, x_j) for a kernel system (no projection)."""
+    n = x.shape[0]
+    K = system.kernel_np(x[:, None, :], x[None, :, :], system.params)
+    K[np.arange(n), np.arange(n)] = 0.0
+    c = system.coupling_for(n)
+    inter = np.array([K[i, batches_of[i]].sum(axis=0) * (c / (len(batches_of[i]) - 1)) for i in range(n)])
+    return inter + system.drift_np(x, system.params)
+
+
+def attention_batch_force(x, batches_of, beta, kind, Q, K, V, coupling):
+    """SA: sum_{j in C(i)} softmax_j(beta <Q x_i, K x_j>) V x_j (self included); USA (T20):
+    c_N/(|C(i)|-1) sum_{j in C(i), j != i} exp(beta <Q x_i, K x_j>) V x_j + (1 - c_N) exp(beta <Q x_i, K x_i>) V x_i.
+    No projection."""
+    q, k, v = x @ Q.T, x @ K.T, x @ V.T
+    out = np.empty_like(x)
+    for i, members in enumerate(batches_of):
+        s = beta * (k[members] @ q[i])
+        if kind == "SA":
+            w = np.exp(s - s.max())
+            out[i] = (w / w.sum()) @ v[members]
+        else:
+            others = members[members != i]
+            e = np.exp(beta * (k[others] @ q[i]))
+            out[i] = (coupling / (len(members) - 1)) * (e @ v[others]) \
+                + (1.0 - coupling) * np.exp(beta * (q[i] @ k[i])) * v[i]
+    return out
+
+
+def tangent(x, f):
+    """The projection of f (N, d) on the tangent spaces of the sphere at x."""
+    return f - np.sum(x * f, axis=1, keepdims=True) * x

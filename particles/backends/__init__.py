@@ -27,13 +27,26 @@ A backend is an object -- usually a module -- with two functions:
     steps per step), ``tau_steps`` (steps per RBM-1 reshuffle),
     ``batch_size``, ``coupling`` (c_N of T1), ``seed``, ``sphere`` (each
     step ends with a normalisation), ``project`` (forces projected on the
-    tangent space).
+    tangent space), ``remainder`` (how RBM-1 cuts the permutation into
+    batches, ``"spread"`` or ``"pad"``; always ``"spread"`` for the other
+    methods).
 ``drift(system, x, out, *, method, batch_size, seed, step, coupling)``
     Write the force on every particle of ``x`` (R, N, d) into ``out`` (same
     shape, float64): ``method="full"`` sums over all particles,
     ``method="rbm1"`` within the batches of the RBM-1 partition of
     reshuffle ``step``; projected on the tangent space when
-    ``system.sphere``. Returns nothing.
+    ``system.sphere``. Returns nothing. Under ``remainder="pad"`` it is
+    also passed ``remainder="pad"`` (never otherwise, so a backend written
+    before the keyword existed keeps working with the default).
+
+``remainder="pad"``: a backend supports it by accepting the keyword
+``remainder`` in its ``drift`` (and honouring ``plan.remainder`` in
+``run``); :func:`particles.solve` and :func:`particles.drift` refuse
+``remainder="pad"`` with a ``TypeError`` on a registered backend whose
+``drift`` does not accept it. The batches are then
+``batch_bounds(N, p, "pad")``, and a batch of a single particle (N mod p
+== 1: the last position of the permutation) is widened to all N positions:
+that particle feels the full force, with the weight ``1/(N-1)``.
 
 and, optionally, ``require()``: called by :func:`get_backend` before every
 use, it raises ``ImportError`` or ``RuntimeError`` saying what to install or
@@ -54,7 +67,7 @@ Rules every backend follows (the built-in ones are tested for each):
   ``normal(combine(combine(root_key(seed, r, STREAM_NOISE), n), i), c)``
   for coordinate c; the RBM-1 permutation of reshuffle m is
   ``build_permutation(combine(root_key(seed, r, STREAM_PERM), m), ...)``
-  (``particles._batches``), cut into ``batch_bounds(N, p)``; the RBM-r
+  (``particles._batches``), cut into ``batch_bounds(N, p, plan.remainder)``; the RBM-r
   subset of sub-step k is ``draw_subset(combine(root_key(seed, r,
   STREAM_SUBSET), k), ...)`` on a persistent pool. A backend that follows
   this draws the numbers every other backend draws, which is what couples
@@ -74,7 +87,8 @@ from __future__ import annotations
 import importlib
 import inspect
 
-__all__ = ["BUILTIN_BACKENDS", "register_backend", "unregister_backend", "get_backend", "available_backends"]
+__all__ = ["BUILTIN_BACKENDS", "register_backend", "unregister_backend", "get_backend", "available_backends",
+           "remainder_kwargs"]
 
 #: The built-in backends, by name (imported on first use).
 BUILTIN_BACKENDS = ("cpu", "reference", "cuda")
@@ -178,3 +192,37 @@ def get_backend(name):
     if callable(require):
         require()
     return backend
+
+
+def remainder_kwargs(backend, name, remainder):
+    """The keyword arguments that carry ``remainder`` to ``backend.drift``: none for ``"spread"``.
+
+    Parameters
+    ----------
+    backend : object
+        A backend, as :func:`get_backend` returns it.
+    name : str
+        Its name (for the message).
+    remainder : {"spread", "pad"}
+        Already validated.
+
+    Returns
+    -------
+    dict
+        ``{}`` for ``"spread"`` (the contract's call, unchanged), else ``{"remainder": remainder}``.
+
+    Raises
+    ------
+    TypeError
+        A non-default ``remainder`` and a backend whose ``drift`` does not
+        accept the keyword ``remainder`` (such a backend cuts only the
+        default batches, and would ignore ``plan.remainder`` in ``run`` too).
+    """
+    if remainder == "spread":
+        return {}
+    keywords = _CONTRACT[1][3] + ("remainder",)
+    if not _accepts(getattr(backend, "drift", None), 3, keywords):
+        raise TypeError(f"remainder={remainder!r} needs a backend that cuts those batches, but the drift of backend "
+                        f"{name!r} does not accept the keyword 'remainder' (the contract is in particles.backends); "
+                        f"use backend='cpu', 'reference' or 'cuda', or remainder='spread'")
+    return {"remainder": remainder}

@@ -22,6 +22,7 @@ Free names bound at compile time:
                                     from ``_loops``
   ``softmax_step``                  the batch-softmax step of :mod:`particles.device`
   RNG and batch helpers             ``combine``, ``root_key``, ``draw``, ``to_unit``, ``draw_subset``
+  ``batch_span``, ``pad_span``      the batch of a position under ``"spread"`` / ``"pad"`` (this module)
 
 Thread layout: one thread per (replica, position) for the per-particle
 kernels (``f = r * N + pos``), one per (replica, bucket) for the bucket
@@ -62,6 +63,25 @@ def batch_span(pos, n, nbat):
         return start, start + base + 1
     start = big + ((pos - big) // base) * base
     return start, start + base
+
+
+def pad_span(pos, n, p):
+    """(start, stop) of the batch holding ``pos`` under ``remainder="pad"`` (``_batches.batch_bounds(n, p, "pad")``).
+
+    A batch of one (the lone position, n mod p == 1) is widened to all n positions.
+    """
+    start = (pos // p) * p
+    stop = min(start + p, n)
+    if stop - start == 1:
+        return 0, n
+    return start, stop
+
+
+def member_span(pos, n, nbat, pad):
+    """The batch of ``pos``: ``batch_span(pos, n, nbat)`` when ``pad`` is 0, else ``pad_span(pos, n, pad)``."""
+    if pad == 0:
+        return batch_span(pos, n, nbat)
+    return pad_span(pos, n, pad)
 
 
 def kernel_member_force(xr, idx, start, stop, a, params, coupling, work_r, out_row):
@@ -232,21 +252,25 @@ def k_prepare(src, params, work):
         prepare_row(src[r, i], params, work[r, i])
 
 
-def k_force(src, idx, nbat, params, coupling, project, work, out):
-    """out[r, i] = force on particle i (batches: consecutive slices of idx[r], N // nbat per batch)."""
+def k_force(src, idx, nbat, pad, params, coupling, project, work, out):
+    """out[r, i] = force on particle i (batches: consecutive slices of idx[r], see ``member_span``).
+
+    ``pad``: 0 for the batches of ``remainder="spread"`` (``nbat`` of them),
+    p for those of ``remainder="pad"``.
+    """
     f = cuda.grid(1)
     R, N, d = src.shape
     if f < R * N:
         r = f // N
         pos = f - r * N
-        start, stop = batch_span(pos, N, nbat)
+        start, stop = member_span(pos, N, nbat, pad)
         i = idx[r, pos]
         member_force(src[r], idx[r], start, stop, pos, params, coupling, work[r], out[r, i])
         if project:
             project_tangent(src[r, i], out[r, i])
 
 
-def k_euler(src, dst, idx, nbat, params, coupling, sphere, project, work, b0, dt, scale, knoise, fine0, nfine):
+def k_euler(src, dst, idx, nbat, pad, params, coupling, sphere, project, work, b0, dt, scale, knoise, fine0, nfine):
     """One Euler-Maruyama step from ``src`` into ``dst`` (force, noise and update fused).
 
     The arithmetic is that of ``_loops``: force_all, then advance_particle
@@ -258,7 +282,7 @@ def k_euler(src, dst, idx, nbat, params, coupling, sphere, project, work, b0, dt
     if f < R * N:
         r = f // N
         pos = f - r * N
-        start, stop = batch_span(pos, N, nbat)
+        start, stop = member_span(pos, N, nbat, pad)
         i = idx[r, pos]
         force = cuda.local.array(DIM, np.float64)
         member_force(src[r], idx[r], start, stop, pos, params, coupling, work[r], force)

@@ -2,7 +2,12 @@
 
 Source compiled by :mod:`particles.backends.cpu` (see ``_loops``) for
 ``full`` and ``rbm1``; the same bits as the per-particle loops of
-``_forces`` and ``_steps``.
+``_forces`` and ``_steps``. Any batch bounds whose sizes are non-increasing
+and take at most two values (``"spread"``, and ``"pad"``). A lone particle
+of ``"pad"`` is stepped on its own (``lone_forces``, ``lone_advance``) with
+the Euler scheme; with several stages it would need the stage states of all
+N, which the chunked step does not keep, so :func:`particles.backends.cpu.run`
+then takes ``run_batched``.
 """
 # ruff: noqa: F821  (names are bound by the compiler, see below)
 
@@ -206,11 +211,14 @@ def fused_step(x, idx, bounds, per_chunk, A, B, dt, scale, knoise, fine0, nfine,
     R, N, d = x.shape
     nb = bounds.size - 1
     nch = (nb + per_chunk - 1) // per_chunk
-    base = N // nb
-    extra = N - base * nb  # batches 0..extra-1 have base + 1 members
+    # batches 0..extra-1 have m_hi members, the others m_lo: under "spread" m_hi = N // nb + 1 (or no batch of
+    # that size), under "pad" m_hi = p and the last batch m_lo = N mod p
+    m_hi = bounds[1] - bounds[0]
+    m_lo = bounds[nb] - bounds[nb - 1]
+    extra = nb if m_hi == m_lo else (bounds[nb] - nb * m_lo) // (m_hi - m_lo)
     W = xg.shape[0]
     total = R * nch
-    small = base + 1 <= SMALL_BATCH
+    small = m_hi + (1 if m_hi == m_lo else 0) <= SMALL_BATCH  # under "spread": N // nb + 1 <= SMALL_BATCH
     for w in prange(W):
         for t in range(w * total // W, (w + 1) * total // W):
             r = t // nch
@@ -218,13 +226,13 @@ def fused_step(x, idx, bounds, per_chunk, A, B, dt, scale, knoise, fine0, nfine,
             b1 = min(nb, b0 + per_chunk)
             p0 = bounds[b0]
             e = min(b1, max(b0, extra))
-            # small batches: at most two segments, the batches of size base + 1 then those of size
-            # base; large batches: one segment per batch
+            # small batches: at most two segments, the batches of size m_hi then those of size m_lo;
+            # large batches: one segment per batch
             for g in range(2 if small else b1 - b0):
                 if small:
                     s0 = b0 if g == 0 else e
                     nbat = e - b0 if g == 0 else b1 - e
-                    m = base + 1 if g == 0 else base
+                    m = m_hi if g == 0 else m_lo
                 else:
                     s0 = b0 + g
                     nbat = 1
@@ -291,12 +299,52 @@ def phased_step(x, idx, bounds, A, B, dt, scale, knoise, fine0, nfine, c1, c2, c
                     sg[r, lo:lo + d * m])
 
 
+# The lone particle of remainder="pad" (position ``lone``, a batch of one widened to all N), with the Euler
+# step only: its force needs the state of all N at the start of the step, taken before the other batches move
+# (the ``bounds`` handed to the steps then stop before its position), and it is advanced after them.
+def lone_forces(x, idx, lone, c1, c2, coupling, flo):
+    """flo[r] = force on replica r's lone particle: kernel_member_force's sum over all N positions."""
+    R, N, d = x.shape
+    w = coupling / (N - 1)
+    for r in range(R):
+        i = idx[r, lone]
+        xr = x[r]
+        for c in range(d):
+            xc = xr[i, c]
+            acc = 0.0
+            for b in range(N):
+                j = idx[r, b]
+                if j != i:
+                    acc += pair_fn(xc - xr[j, c], c1)
+            flo[r, c] = acc * w + drift1(xc, c2)
+
+
+def lone_advance(x, idx, lone, flo, b0, dt, scale, knoise, fine0, nfine, dwl):
+    """The Euler update of each replica's lone particle (advance_particle's arithmetic, one stage)."""
+    R, N, d = x.shape
+    for r in range(R):
+        i = idx[r, lone]
+        dw = dwl[r]
+        if scale != 0.0:
+            particle_noise(knoise[r], fine0, nfine, i, scale, dw)
+        else:
+            for c in range(d):
+                dw[c] = 0.0
+        xi = x[r, i]
+        for c in range(d):
+            acc = 0.0
+            acc += b0 * flo[r, c]
+            xi[c] += dt * acc + dw[c]
+
+
 def run_fast_fused(x, traj, nsteps, save_every, tau_steps, per_chunk, A, B, dt, scale, dt_last, scale_last, nfine,
-                   seed, bounds,
-                   nbuckets, params, coupling, xg, kg, sg, ip, kp, idx, bucket, u, hist, bstart):
+                   seed, bounds, lone,
+                   nbuckets, params, coupling, xg, kg, sg, ip, kp, flo, dwl, idx, bucket, u, hist, bstart):
     """``run_batched`` for RBM-1 on the built-in kernel systems (flat space), same results.
 
-    Steps chunk by chunk (fused_step; scratch rows per worker).
+    Steps chunk by chunk (fused_step; scratch rows per worker). ``lone`` >= 0
+    (Euler only): the position of the lone particle, which ``bounds`` leaves
+    out; ``flo``, ``dwl`` (R, d) are its scratch.
     """
     R = x.shape[0]
     c1 = pair_const(params)
@@ -311,20 +359,25 @@ def run_fast_fused(x, traj, nsteps, save_every, tau_steps, per_chunk, A, B, dt, 
             build_perms(seed, n // tau_steps, nbuckets, idx, bucket, u, hist, bstart)
         h = dt if n + 1 < nsteps else dt_last
         sc = scale if n + 1 < nsteps else scale_last
+        if lone >= 0:
+            lone_forces(x, idx, lone, c1, c2, coupling, flo)
         fused_step(x, idx, bounds, per_chunk, A, B, h, sc, knoise, n * nfine, nfine, c1, c2, coupling,
                    xg, kg, sg, ip, kp)
+        if lone >= 0:
+            lone_advance(x, idx, lone, flo, B[0], h, sc, knoise, n * nfine, nfine, dwl)
         if (n + 1) % save_every == 0 or n + 1 == nsteps:
             k += 1
             save_state(x, traj, k)
 
 
 def run_fast_phased(x, traj, nsteps, save_every, tau_steps, full, A, B, dt, scale, dt_last, scale_last, nfine, seed,
-                    bounds, nbuckets,
-                    params, coupling, xg, kg, sg, ip, kp, idx, bucket, u, hist, bstart):
+                    bounds, lone, nbuckets,
+                    params, coupling, xg, kg, sg, ip, kp, flo, dwl, idx, bucket, u, hist, bstart):
     """``run_batched`` for the full method (or RBM-1 with few batches) on the built-in kernel systems.
 
     Steps phase by phase (phased_step; scratch rows per replica). Two
     drivers rather than one keep the first compilation of each shorter.
+    ``lone``, ``flo``, ``dwl``: as in :func:`run_fast_fused`.
     """
     R = x.shape[0]
     c1 = pair_const(params)
@@ -339,7 +392,11 @@ def run_fast_phased(x, traj, nsteps, save_every, tau_steps, full, A, B, dt, scal
             build_perms(seed, n // tau_steps, nbuckets, idx, bucket, u, hist, bstart)
         h = dt if n + 1 < nsteps else dt_last
         sc = scale if n + 1 < nsteps else scale_last
+        if lone >= 0:
+            lone_forces(x, idx, lone, c1, c2, coupling, flo)
         phased_step(x, idx, bounds, A, B, h, sc, knoise, n * nfine, nfine, c1, c2, coupling, xg, kg, sg, ip, kp)
+        if lone >= 0:
+            lone_advance(x, idx, lone, flo, B[0], h, sc, knoise, n * nfine, nfine, dwl)
         if (n + 1) % save_every == 0 or n + 1 == nsteps:
             k += 1
             save_state(x, traj, k)

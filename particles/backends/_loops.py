@@ -11,7 +11,8 @@ The source is split by concept, one module each:
 - ``_forces``: the families' per-particle forces and :func:`force_all`;
 - ``_perms``: the RBM-1 permutations (``build_perms``), which need no system;
 - ``_steps``: noise, Runge-Kutta stages, the update, the drivers
-  ``run_batched`` and ``run_rbmr``;
+  ``run_batched`` and ``run_rbmr``, the widened batch of a lone particle
+  (``lone_force``);
 - ``_fast``: the fast path of the built-in componentwise kernels.
 
 They call each other by name: :func:`namespace` merges their globals into
@@ -41,6 +42,8 @@ from particles.backends._fast import (
     SMALL_BATCH,
     block_forces,
     fused_step,
+    lone_advance,
+    lone_forces,
     phased_forces,
     phased_step,
     run_fast_fused,
@@ -72,6 +75,7 @@ from particles.backends._perms import build_perms, perm_draws, perm_scan, perm_s
 from particles.backends._steps import (
     advance_all,
     advance_particle,
+    lone_force,
     particle_noise,
     run_batched,
     run_rbmr,
@@ -85,13 +89,13 @@ SOURCES = (_forces, _perms, _steps, _fast)
 
 __all__ = [
     "SOURCES", "namespace", "FAST_BLOCK", "SMALL_BATCH", "ATTN_TILE", "SCORE_BLOCK", "ZERO_OUT",
-    "block_forces", "fused_step", "phased_forces", "phased_step", "run_fast_fused", "run_fast_phased", "seg_advance",
-    "seg_forces", "seg_gather", "seg_noise", "seg_slots", "seg_step", "stage_rows",
+    "block_forces", "fused_step", "lone_advance", "lone_forces", "phased_forces", "phased_step", "run_fast_fused",
+    "run_fast_phased", "seg_advance", "seg_forces", "seg_gather", "seg_noise", "seg_slots", "seg_step", "stage_rows",
     "attn_head_force", "attn_member_force", "attn_prepare_row", "attn_tile_force", "force_all", "gather_keys",
     "kernel_member_force", "kernel_prepare_row", "normalise", "project_tangent",
     "build_perms", "perm_draws", "perm_scan", "perm_scatter", "perm_shuffle", "permute_replica",
-    "advance_all", "advance_particle", "particle_noise", "run_batched", "run_rbmr", "save_state", "stage_all",
-    "stage_particle",
+    "advance_all", "advance_particle", "lone_force", "particle_noise", "run_batched", "run_rbmr", "save_state",
+    "stage_all", "stage_particle",
 ]
 
 

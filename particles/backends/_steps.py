@@ -5,7 +5,8 @@ per-particle routines (``particle_noise``, ``stage_particle``,
 ``advance_particle``) are also compiled for the ``cuda`` kernels.
 :func:`run_batched` integrates with ``full`` or ``rbm1`` and
 :func:`run_rbmr` with RBM-r, both through ``force_all`` / ``member_force``
-(``_forces``) and ``build_perms`` (``_perms``).
+(``_forces``) and ``build_perms`` (``_perms``); :func:`lone_force` gives the
+lone particle of ``remainder="pad"`` its widened batch.
 """
 # ruff: noqa: F821  (names are bound by the compiler)
 
@@ -83,13 +84,30 @@ def save_state(x, traj, k):
             traj[k, r, i, c] = x[r, i, c]
 
 
+def lone_force(x, idx, lone, params, coupling, project, work, out):
+    """out[r, i] for the particle i at position ``lone`` of every replica, its batch widened to all N positions.
+
+    The lone particle of ``remainder="pad"`` (a batch of one): called after
+    ``force_all``, which prepared ``work`` for every particle (and gave the
+    lone one a batch of one, overwritten here).
+    """
+    R, N, d = x.shape
+    for r in prange(R):
+        i = idx[r, lone]
+        member_force(x[r], idx[r], 0, N, lone, params, coupling, work[r], out[r, i])
+        if project:
+            project_tangent(x[r, i], out[r, i])
+
+
 def run_batched(x, traj, nsteps, save_every, tau_steps, full, A, B, dt, scale, dt_last, scale_last, nfine, seed,
-                bounds, batch_of_pos, nbuckets, params, coupling, sphere, project, work, K, xs, kt, sbuf, idx, bucket,
-                u, hist, bstart):
+                bounds, batch_of_pos, lone, nbuckets, params, coupling, sphere, project, work, K, xs, kt, sbuf, idx,
+                bucket, u, hist, bstart):
     """Full or RBM-1 integration of R replicas; traj[0] = x0, then every save_every steps.
 
     The last step has length ``dt_last`` and noise scale ``scale_last``
     (``dt`` and ``scale`` unless t_end is not a whole number of steps).
+    ``lone``: the position of the permutation whose batch is widened to all
+    N (a lone particle), or -1.
     """
     R, N, d = x.shape
     S = B.shape[0]
@@ -106,9 +124,13 @@ def run_batched(x, traj, nsteps, save_every, tau_steps, full, A, B, dt, scale, d
         for s in range(S):
             if s == 0:
                 force_all(x, idx, bounds, batch_of_pos, params, coupling, project, work, K[0], kt, sbuf)
+                if lone >= 0:
+                    lone_force(x, idx, lone, params, coupling, project, work, K[0])
             else:
                 stage_all(x, xs, K, A, s, h, sphere)
                 force_all(xs, idx, bounds, batch_of_pos, params, coupling, project, work, K[s], kt, sbuf)
+                if lone >= 0:
+                    lone_force(xs, idx, lone, params, coupling, project, work, K[s])
         advance_all(x, K, B, h, sc, knoise, n * nfine, nfine, sphere, xs)
         if (n + 1) % save_every == 0 or n + 1 == nsteps:
             k += 1

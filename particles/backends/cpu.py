@@ -25,8 +25,9 @@ loops vectorise (with the branch-free ``_kernels.fast_tanh``), and an RBM-1
 step is done chunk by chunk (gather, forces, noise, update, scatter) while
 the chunk is in cache. The attention family computes the scores of a block
 of partners at once from keys gathered per batch. Both give the same bits
-as the plain per-particle loops (which serve RBM-r, ``drift`` and the
-user-defined systems) and as each other for any number of threads.
+as the plain per-particle loops (which serve RBM-r, ``drift``, the
+user-defined systems and an RBM-1 partition with a lone particle under
+``remainder="pad"``) and as each other for any number of threads.
 
 ``fastmath`` is off: convergence studies must not be polluted by
 re-association. Loops are compiled with Numba's ``numpy`` error model (a
@@ -61,8 +62,8 @@ _KERNEL_FUNCS = ("fast_tanh", "tanh_pair", "dyson_pair", "tanh_drift1", "dyson_d
 _DEVICE_FUNCS = ("softmax_step",)
 _LOOP_ORDER = (
     "project_tangent", "normalise", "gather_keys", "attn_tile_force", "force_all",
-    "particle_noise", "stage_particle", "advance_particle", "stage_all", "advance_all", "save_state", "run_batched",
-    "run_rbmr",
+    "particle_noise", "stage_particle", "advance_particle", "stage_all", "advance_all", "save_state", "lone_force",
+    "run_batched", "run_rbmr",
 )
 # the RBM-1 permutations (_perms): they use nothing of a system, so they are compiled once, on their own
 # (permutation_loops), and every family's loops call those
@@ -70,10 +71,10 @@ _PERM_ORDER = ("perm_draws", "perm_scan", "perm_scatter", "perm_shuffle", "permu
 # the fast path of the built-in kernel systems (see _fast)
 _FAST_ORDER = (
     "seg_slots", "seg_gather", "block_forces", "seg_forces", "stage_rows", "seg_noise", "seg_advance", "seg_step",
-    "fused_step", "phased_forces", "phased_step", "run_fast_fused", "run_fast_phased",
+    "fused_step", "phased_forces", "phased_step", "lone_forces", "lone_advance", "run_fast_fused", "run_fast_phased",
 )
-_PARALLEL = {"force_all", "permute_replica", "build_perms", "stage_all", "advance_all", "save_state", "run_rbmr",
-             "fused_step", "phased_forces", "phased_step"}
+_PARALLEL = {"force_all", "permute_replica", "build_perms", "stage_all", "advance_all", "save_state", "lone_force",
+             "run_rbmr", "fused_step", "phased_forces", "phased_step"}
 # per built-in model code: (pair_fn, pair_const, drift1, drift_const) in particles._kernels
 _MODELS = {
     _layout.MODEL_TANH: ("tanh", ("tanh_pair", "tanh_pair_const", "tanh_drift1", "tanh_drift_const")),
@@ -486,14 +487,20 @@ def run(system, x, traj, plan):
         return
     full = plan.method == "full"
     p = N if full else plan.batch_size
-    bounds = _batches.batch_bounds(N, p)
+    remainder = "spread" if full else plan.remainder
+    bounds = _batches.batch_bounds(N, p, remainder)
+    lone = _batches.lone_position(N, p, remainder)
     nb = _batches.num_buckets(N)
     idx = np.tile(np.arange(N, dtype=np.int64), (R, 1))
     perm_scratch = _perm_scratch(R, N, full)
-    if system.family == "kernel" and system.builtin and not plan.sphere:
+    # a lone particle (remainder="pad", N mod p == 1) interacts with all N at every stage: the fast path steps
+    # it on its own with the Euler scheme (its bounds stop before it), the general loops with several stages
+    if system.family == "kernel" and system.builtin and not plan.sphere and (lone < 0 or S == 1):
         # RBM-1 with enough batches: chunks of about _CHUNK_POS positions, one worker per thread with
         # its own scratch; otherwise (full, few large batches) phase by phase with scratch per replica
-        nbat = N // p
+        if lone >= 0:
+            bounds = bounds[:-1].copy()
+        nbat = bounds.size - 1
         fused = not full and R * nbat >= _FUSED_MIN
         per_chunk = max(1, _CHUNK_POS // (bounds[1] - bounds[0]))
         if fused:
@@ -506,23 +513,26 @@ def run(system, x, traj, plan):
         sg = np.empty((rows, d * width))
         ip = np.empty((rows, width), dtype=np.int64)
         kp = np.empty((rows, width), dtype=np.uint64)
+        lone_scratch = (np.empty((R, d)), np.empty((R, d)))
         if fused:
             loops.run_fast_fused(x, traj, plan.nsteps, plan.save_every, plan.tau_steps, per_chunk, plan.A, plan.B,
                                  plan.dt, plan.scale, plan.dt_last, plan.scale_last, plan.nfine, np.uint64(plan.seed),
-                                 bounds, nb, params, plan.coupling, xg, kg, sg, ip, kp, idx, *perm_scratch)
+                                 bounds, lone, nb, params, plan.coupling, xg, kg, sg, ip, kp, *lone_scratch, idx,
+                                 *perm_scratch)
         else:
             loops.run_fast_phased(x, traj, plan.nsteps, plan.save_every, plan.tau_steps, full, plan.A, plan.B,
                                   plan.dt, plan.scale, plan.dt_last, plan.scale_last, plan.nfine, np.uint64(plan.seed),
-                                  bounds, nb, params, plan.coupling, xg, kg, sg, ip, kp, idx, *perm_scratch)
+                                  bounds, lone, nb, params, plan.coupling, xg, kg, sg, ip, kp, *lone_scratch, idx,
+                                  *perm_scratch)
         return
     work = np.empty((R, N, work_width(system, d)))
     K = np.empty((S, R, N, d))
     xs = np.empty((R, N, d))
-    bop = _batches.batch_of_position(N, p)
+    bop = _batches.batch_of_position(N, p, remainder)
     loops.run_batched(x, traj, plan.nsteps, plan.save_every, plan.tau_steps, full, plan.A, plan.B, plan.dt,
-                      plan.scale, plan.dt_last, plan.scale_last, plan.nfine, np.uint64(plan.seed), bounds, bop, nb,
-                      params, plan.coupling, plan.sphere, plan.project, work, K, xs, *_force_scratch(system, R, N, d),
-                      idx, *perm_scratch)
+                      plan.scale, plan.dt_last, plan.scale_last, plan.nfine, np.uint64(plan.seed), bounds, bop, lone,
+                      nb, params, plan.coupling, plan.sphere, plan.project, work, K, xs,
+                      *_force_scratch(system, R, N, d), idx, *perm_scratch)
 
 
 def _force_scratch(system, R, N, d):
@@ -548,18 +558,23 @@ def _perm_scratch(R, n, empty=False):
 
 
 @_reports_user_errors
-def drift(system, x, out, *, method, batch_size, seed, step, coupling):
+def drift(system, x, out, *, method, batch_size, seed, step, coupling, remainder="spread"):
     """Drift at frozen positions (full or one RBM-1 partition), written into ``out``."""
     loops = loops_for(system)
     R, N, d = x.shape
     work = np.empty((R, N, work_width(system, d)))
     idx = np.tile(np.arange(N, dtype=np.int64), (R, 1))
     p = N if method == "full" else batch_size
-    if method != "full":
+    if method == "full":
+        remainder = "spread"
+    else:
         loops.build_perms(np.uint64(seed), step, _batches.num_buckets(N), idx, *_perm_scratch(R, N))
-    loops.force_all(x, idx, _batches.batch_bounds(N, p), _batches.batch_of_position(N, p),
-                    np.ascontiguousarray(system.params), coupling, system.sphere, work, out,
-                    *_force_scratch(system, R, N, d))
+    params = np.ascontiguousarray(system.params)
+    loops.force_all(x, idx, _batches.batch_bounds(N, p, remainder), _batches.batch_of_position(N, p, remainder),
+                    params, coupling, system.sphere, work, out, *_force_scratch(system, R, N, d))
+    lone = _batches.lone_position(N, p, remainder)
+    if lone >= 0:
+        loops.lone_force(x, idx, lone, params, coupling, system.sphere, work, out)
 
 
 def permutations(seed, step, n, replicas=1):

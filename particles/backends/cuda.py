@@ -251,7 +251,12 @@ def _shared():
 
 
 def namespace(family="misc", dim=1, **extra):
-    """A namespace holding ``cuda``, ``DIM``, the device RNG/batch helpers, ``softmax_step`` and ``batch_span``.
+    """A namespace holding ``cuda``, ``DIM``, the device RNG/batch helpers, ``softmax_step`` and the batch spans.
+
+    The spans: ``batch_span(pos, n, nbat)`` (``remainder="spread"``),
+    ``pad_span(pos, n, p)`` (``"pad"``, a lone position widened to all n)
+    and ``member_span(pos, n, nbat, pad)`` (the first when ``pad`` is 0, else
+    the second with p = ``pad``).
 
     Kernel sources (here and in :mod:`attention_theory._rba_cuda`) are bound
     into it with :func:`compile_kernels`.
@@ -262,6 +267,8 @@ def namespace(family="misc", dim=1, **extra):
     ns["cuda"] = _cuda()
     ns["DIM"] = int(dim)
     ns["batch_span"] = _device(_rebind(_cuda_loops.batch_span, ns, family))
+    ns["pad_span"] = _device(_rebind(_cuda_loops.pad_span, ns, family))
+    ns["member_span"] = _device(_rebind(_cuda_loops.member_span, ns, family))
     ns.update(extra)
     return ns
 
@@ -418,6 +425,8 @@ class Integrator:
             return
         full = plan.method == "full"
         self.nbat = 1 if full else N // plan.batch_size
+        # member_span's switch: 0 cuts the nbat batches of "spread", p those of "pad"
+        self.pad = plan.batch_size if not full and plan.remainder == "pad" else 0
         self.idx = identity(R, N) if full else empty((R, N), np.int32)
         self.perms = None if full else Permutations(R, N)
         if self.S == 1:
@@ -430,8 +439,8 @@ class Integrator:
         k, n = self.kern, self.R * self.N
         if self.attention:
             launch(k.k_prepare, n, src, self.params, self.work)
-        launch(k.k_force, n, src, self.idx, self.nbat, self.params, self.plan.coupling, self.plan.project, self.work,
-               self.K[s])
+        launch(k.k_force, n, src, self.idx, self.nbat, self.pad, self.params, self.plan.coupling, self.plan.project,
+               self.work, self.K[s])
 
     def step(self, n):
         """Advance by step ``n`` (0-based): reshuffle if due, then one step of the scheme."""
@@ -451,8 +460,8 @@ class Integrator:
         if self.S == 1:
             if self.attention:
                 launch(k.k_prepare, total, self.cur, self.params, self.work)
-            launch(k.k_euler, total, self.cur, self.nxt, self.idx, self.nbat, self.params, p.coupling, p.sphere,
-                   p.project, self.work, float(p.B[0]), dt, scale, self.knoise, n * p.nfine, p.nfine)
+            launch(k.k_euler, total, self.cur, self.nxt, self.idx, self.nbat, self.pad, self.params, p.coupling,
+                   p.sphere, p.project, self.work, float(p.B[0]), dt, scale, self.knoise, n * p.nfine, p.nfine)
             self.cur, self.nxt = self.nxt, self.cur
             return
         self._forces(self.cur, 0)
@@ -480,22 +489,24 @@ def run(system, x, traj, plan):
     x[...] = traj[k]
 
 
-def drift(system, x, out, *, method, batch_size, seed, step, coupling):
+def drift(system, x, out, *, method, batch_size, seed, step, coupling, remainder="spread"):
     """Drift at frozen positions (full or one RBM-1 partition), written into ``out``."""
     R, N, d = x.shape
     kern = kernels_for(system, d)
     dx = to_device(x)
     params = to_device(np.asarray(system.params, dtype=np.float64).reshape(-1) if system.params.size
                        else np.zeros(1))
+    pad = 0
     if method == "full":
         idx, nbat = identity(R, N), 1
     else:
         idx = Permutations(R, N).build(seed, step, empty((R, N), np.int32))
         nbat = N // batch_size
+        pad = batch_size if remainder == "pad" else 0
     attention = system.family == "attention"
     work = empty((R, N, _layout.attention_work_width(system.params, d)) if attention else (R, 1, 1))
     if attention:
         launch(kern.k_prepare, R * N, dx, params, work)
     dout = empty((R, N, d))
-    launch(kern.k_force, R * N, dx, idx, nbat, params, coupling, system.sphere, work, dout)
+    launch(kern.k_force, R * N, dx, idx, nbat, pad, params, coupling, system.sphere, work, dout)
     to_host(dout, out)

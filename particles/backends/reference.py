@@ -91,13 +91,18 @@ def _normalise(X):
     return X / np.linalg.norm(X, axis=1, keepdims=True)
 
 
-def _force(system, X, perm, p, coupling, project):
+def _force(system, X, perm, p, coupling, project, remainder="spread"):
     n = X.shape[0]
     F = np.empty_like(X)
-    bounds = _batches.batch_bounds(n, p)
+    bounds = _batches.batch_bounds(n, p, remainder)
     for b in range(bounds.size - 1):
         members = perm[bounds[b]:bounds[b + 1]]
-        F[members] = _batch_force(system, X[members], coupling)
+        if members.size == 1:
+            # a lone particle (remainder="pad", n mod p == 1) has no batch-mates: its batch is widened to all n
+            # positions, so it feels the full force; it is the last row of that batch (it holds the last position)
+            F[members] = _batch_force(system, X[perm], coupling)[-1:]
+        else:
+            F[members] = _batch_force(system, X[members], coupling)
     if project:  # False for the ambient Euler step: it moves along the unprojected field, then normalises
         F = _project(X, F)
     return F
@@ -151,7 +156,8 @@ def run(system, x, traj, plan):
             if plan.method == "rbm1" and n % plan.tau_steps == 0:
                 perm = permutation(plan.seed, r, n // plan.tau_steps, N)
             stages = _rk_stages(system, X, plan.A, h,
-                                lambda Y, perm=perm, p=p: _force(system, Y, perm, p, plan.coupling, plan.project))
+                                lambda Y, perm=perm, p=p: _force(system, Y, perm, p, plan.coupling, plan.project,
+                                                                 plan.remainder))
             dW = np.zeros_like(X)
             if scale:
                 for q in range(plan.nfine):
@@ -200,10 +206,11 @@ def _run_rbmr(system, x, traj, plan, r):
     x[r] = X
 
 
-def drift(system, x, out, *, method, batch_size, seed, step, coupling):
+def drift(system, x, out, *, method, batch_size, seed, step, coupling, remainder="spread"):
     R, N, d = x.shape
     for r in range(R):
         if method == "full":
             out[r] = _force(system, x[r], np.arange(N), N, coupling, system.sphere)
         else:
-            out[r] = _force(system, x[r], permutation(seed, r, step, N), batch_size, coupling, system.sphere)
+            out[r] = _force(system, x[r], permutation(seed, r, step, N), batch_size, coupling, system.sphere,
+                            remainder)

@@ -2,7 +2,9 @@
 
 chi_i = (1/(|C|-1)) sum_{j in C(i)} K_ij - (1/(N-1)) sum_{j != i} K_ij has
 mean zero and E|chi_i|^2 = (E[1/(|C(i)|-1)] - 1/(N-1)) Lambda_i, with
-Lambda_i the finite-population variance of the K_ij (THEORY A2).
+Lambda_i the finite-population variance of the K_ij (THEORY A2). Both ways of
+cutting the batches when p does not divide N are checked: ``"spread"`` and
+``"pad"``, whose lone particle (N mod p == 1) has its batch widened to all N.
 
 Statistical decisions here share ALPHA_FAMILY = 1e-3 (Bonferroni inside
 each test over coordinates); the negative control uses a wrong batch
@@ -23,7 +25,7 @@ import particles
 from particles import systems
 from particles.backends import reference
 from particles.integrators import batch_variance_factor
-from tests.oracles import lambda_i
+from tests.oracles import cut_batches, kernel_batch_force, lambda_i, member_batches
 
 ALPHA_FAMILY = 1e-3
 
@@ -47,6 +49,70 @@ def test_lemma_exact_by_enumerating_all_partitions(n, p):
     second = np.mean(np.sum(chis**2, axis=2), axis=0)
     # atol: when p > n/2 there is one batch (the full system) and chi is rounding noise (~1e-32)
     assert_allclose(second, batch_variance_factor(n, p) * lambda_i(system, x), rtol=1e-12, atol=1e-28)
+
+
+# (n, p, remainder): p | n, a remainder of 2 or 3, and a lone particle (n mod p == 1) under "pad"
+ENUMERATED = [(5, 2, "spread"), (5, 2, "pad"), (7, 3, "spread"), (7, 3, "pad"), (7, 2, "pad"), (7, 6, "pad"),
+              (6, 4, "pad"), (7, 4, "pad"), (7, 5, "pad"), (6, 3, "pad"), (6, 4, "spread")]
+
+
+def _enumerate_chis(system, x, p, remainder, widen=True):
+    """chi_i = batch force - full force, for every permutation of range(n) (the oracle's forces)."""
+    n = x.shape[0]
+    full = kernel_batch_force(system, x, [np.arange(n)] * n)
+    chis = []
+    for perm in permutations(range(n)):
+        batches = cut_batches(np.array(perm), p, remainder)
+        F = kernel_batch_force(system, x, member_batches(batches, n))
+        if not widen:  # negative control: a lone particle keeps its batch of one, so it feels the drift alone
+            for members in batches:
+                if len(members) == 1:
+                    F[members] = system.drift_np(x[members], system.params)
+        chis.append(F - full)
+    return np.array(chis)
+
+
+@pytest.mark.parametrize(("n", "p", "remainder"), ENUMERATED)
+def test_lemma_exact_for_both_remainders_by_enumeration(n, p, remainder):
+    system = systems.confined_tanh(r=1.0, L=0.7)
+    x = np.random.default_rng(n * 10 + p).standard_normal((n, 2))
+    chis = _enumerate_chis(system, x, p, remainder)
+    # every permutation is equally likely, so the plain average is the exact expectation
+    assert_allclose(chis.mean(axis=0), 0.0, atol=1e-14)
+    second = np.mean(np.sum(chis**2, axis=2), axis=0)
+    assert_allclose(second, batch_variance_factor(n, p, remainder) * lambda_i(system, x), rtol=1e-12, atol=1e-28)
+
+
+@pytest.mark.parametrize(("n", "p"), [(7, 3), (5, 2)])
+def test_a_lone_particle_left_alone_would_break_the_lemma(n, p):
+    # the control of the widening: without it the lone particle's interaction is 0, not its mean
+    system = systems.confined_tanh(r=1.0, L=0.7)
+    x = np.random.default_rng(n * 10 + p).standard_normal((n, 2))
+    chis = _enumerate_chis(system, x, p, "pad", widen=False)
+    assert np.abs(chis.mean(axis=0)).max() > 1e-3
+
+
+@pytest.mark.parametrize(("n", "p", "remainder"), [(7, 3, "pad"), (7, 4, "pad"), (7, 3, "spread")])
+def test_the_reference_force_is_the_oracle_on_every_permutation(n, p, remainder):
+    system = systems.confined_tanh(r=1.0, L=0.7)
+    x = np.random.default_rng(3).standard_normal((n, 2))
+    for perm in permutations(range(n)):
+        perm = np.array(perm)
+        want = kernel_batch_force(system, x, member_batches(cut_batches(perm, p, remainder), n))
+        assert_allclose(reference._force(system, x, perm, p, 1.0, False, remainder), want, rtol=1e-13, atol=1e-15)
+
+
+def test_variance_factor_under_pad_by_hand():
+    # (7, 3): batches 3, 3, 1 (lone, widened: contributes 0): (6/7)(1/2) - (6/7)(1/6) = 2/7
+    assert batch_variance_factor(7, 3, "pad") == pytest.approx(2 / 7, rel=1e-14)
+    # (10, 4): batches 4, 4, 2: (8/10)(1/3 - 1/9) + (2/10)(1 - 1/9)
+    assert batch_variance_factor(10, 4, "pad") == pytest.approx(0.8 * (1 / 3 - 1 / 9) + 0.2 * (1 - 1 / 9), rel=1e-14)
+    # spread (10, 4): batches 5, 5
+    assert batch_variance_factor(10, 4) == pytest.approx(1 / 4 - 1 / 9, rel=1e-14)
+    for n, p in ((12, 3), (12, 4), (64, 8), (9, 9)):
+        assert batch_variance_factor(n, p, "pad") == batch_variance_factor(n, p)
+    with pytest.raises(ValueError, match="remainder must be one of 'spread', 'pad'"):
+        batch_variance_factor(7, 3, "crop")
 
 
 def test_variance_factor_reduces_to_the_textbook_form():
