@@ -276,14 +276,17 @@ def batch_attention_serial(q, k, v, perm, bounds, include_self, normalize, blas_
                       kt, s, acc, qb, kb, vb, sb, ob, den, out)
 
 
-def _scratch_sizes(sizes, normalize, blas_min, d, dv):
+def _scratch_sizes(sizes, pmax, normalize, blas_min, d, dv):
     """(loop_max, blas_max, rows_max) for the batch sizes present."""
-    uniq = np.unique(sizes)
-    blas = uniq[(uniq >= blas_min) & (uniq > 1)] if normalize else uniq[:0]
-    loop = uniq[(uniq > 1) & ~np.isin(uniq, blas)]
-    loop_max = int(loop.max()) if loop.size else 0
-    blas_max = int(blas.max()) if blas.size else 0
-    rows_max = max((int(chunk_rows(int(b), d, dv)) for b in blas), default=0)
+    if not normalize or blas_min > pmax:  # no BLAS batch: skip the scan (it would cost more than a small call)
+        return pmax, 0, 0
+    loop_max = blas_max = rows_max = 0
+    for size in np.unique(sizes).tolist():
+        if size >= blas_min and size > 1:
+            blas_max = max(blas_max, size)
+            rows_max = max(rows_max, int(chunk_rows(size, d, dv)))
+        elif size > 1:
+            loop_max = max(loop_max, size)
     return loop_max, blas_max, rows_max
 
 
@@ -344,7 +347,7 @@ def run(q, k, v, perm, bounds, include_self, normalize, *, driver="auto", ngroup
         blas_min = pmax + 1
     else:
         blas_min = BLAS_MIN_SIZE
-    loop_max, blas_max, rows_max = _scratch_sizes(sizes, normalize, blas_min, d, dv)
+    loop_max, blas_max, rows_max = _scratch_sizes(sizes, pmax, normalize, blas_min, d, dv)
     args = (q, k, v, perm, bounds, include_self, normalize, blas_min)
     if driver == "auto":
         driver = "serial" if small or nbatches == 1 or get_num_threads() == 1 else "parallel"
