@@ -16,8 +16,9 @@ Targets (checked and printed as PASS/FAIL):
   partition, gather into (N/p, p, d) tensors, batched matmul, max-subtracted exp,
   batched matmul, normalise, scatter), with 2 threads and with 1 (Numba and BLAS);
   exact ``softmax_attention`` within 1.2x of a chunked BLAS loop (query chunks of
-  2**24 scores, matmul, exp, matmul). The headline speed-up of RBA is then quoted
-  against that baseline too.
+  2**24 scores, matmul, exp, matmul), interleaved best of 3 at N = 16384 (one run
+  each at N is printed beside). The headline speed-up of RBA is then quoted
+  against that baseline at N too (the RBA time target, on the baseline's time).
 
 Graph scale (information): RBA's time and peak memory for N = 2**14 ... 2**20
 (``--quick``: to 2**18), d = dv = p = 64, beside the memory the dense N x N float64
