@@ -311,7 +311,7 @@ class CostScalingStudy(Study):
       expected exponent (2 for the unchunked exact softmax, 1 otherwise). The
       tolerance covers the O(N) output next to the O(N^2) scores at small N
       (the exact slope is about 1.85 over N = 256..2048) and the fixed
-      O(p d) / O(C d) scratch next to the O(N) arrays; a hidden quadratic
+      O(p (d + dv)) / O(C d) scratch next to the O(N) arrays; a hidden quadratic
       allocation in a linear method (slope near 2) or a chunked exact
       estimator (slope near 1) fails.
     """
