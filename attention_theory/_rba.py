@@ -85,7 +85,7 @@ def _cached(**options):
     return compile_
 
 
-#: Below this many multiply-adds (N * p * (d + dv)) the serial driver is used.
+#: Below this many multiply-adds (N * p * (d + dv)) the serial driver and, for attention, the loop kernel are used.
 SERIAL_WORK = 2**18
 #: Attention batches of at least this many tokens take the BLAS path: about where it overtakes the loop
 #: kernel at d = dv = 3 (measured at N = 8192, one thread: equal at p = 8, 1.7x faster at 12; at d = dv = 16
