@@ -54,7 +54,11 @@ What is measured, per cell (kind, N)
   cell checks this with a compiled function that allocates 8 MiB and stores
   the answer (``numba_allocations_traced``). It does not see BLAS's internal
   work buffers nor the stacks of threads (both O(1) in N here). The peak is
-  deterministic for a given code path, unlike the time.
+  deterministic for a given code path, unlike the time. The memory verdicts
+  of the attention kinds carry, beside the measured peaks, the bytes of the
+  dense N x N float64 score matrix that exact attention would hold at the
+  same N (``dense_score_bytes``, computed, never allocated): in full mode RBA
+  runs to N = 2^20 tokens, where those scores would take 8 TiB.
 
 Thread policy
 -------------
@@ -101,7 +105,7 @@ from validation.rates import fit_rate
 from validation.study import Study, Verdict, register
 
 __all__ = ["CostScalingStudy", "KINDS", "single_thread", "host_info", "traced_peak_bytes",
-           "numba_allocations_traced"]
+           "numba_allocations_traced", "dense_score_bytes"]
 
 #: Attention sizes: head dimension, value dimension, and the size parameter of each estimator.
 D_ATTN = 64
@@ -142,7 +146,8 @@ _SIZES = {
     "quick": {"exact": [256, 512, 1024, 2048], "rba": [1024, 2048, 4096, 8192, 16384],
               "lara": [1024, 2048, 4096, 8192, 16384], "rfa": [1024, 2048, 4096, 8192, 16384],
               "full": [256, 512, 1024, 2048], "rbm1": [4096, 16384, 65536, 262144]},
-    "full": {"exact": [512, 1024, 2048, 4096, 8192], "rba": [2**k for k in range(12, 19)],
+    # RBA to 2**20 tokens, graph scale (THEORY B5's memory argument: the dense scores would take 8 TiB there)
+    "full": {"exact": [512, 1024, 2048, 4096, 8192], "rba": [2**k for k in range(12, 21)],
              "lara": [2**k for k in range(12, 19)], "rfa": [2**k for k in range(12, 19)],
              "full": [2**k for k in range(9, 15)], "rbm1": [2**k for k in range(13, 21)]},
 }
@@ -277,6 +282,11 @@ def _particles_call(kind, n, steps, seed):
     return call, steps, {"input_bytes": int(x0.nbytes), "output_bytes": int(2 * x0.nbytes)}
 
 
+def dense_score_bytes(n):
+    """Bytes of the dense N x N float64 score matrix that exact (unchunked) attention over N tokens holds."""
+    return 8 * int(n) * int(n)
+
+
 def _check_mode(mode):
     if mode not in ("quick", "full"):
         raise ValueError(f"mode must be 'quick' or 'full', got {mode!r}")
@@ -301,7 +311,7 @@ class CostScalingStudy(Study):
       expected exponent (2 for the unchunked exact softmax, 1 otherwise). The
       tolerance covers the O(N) output next to the O(N^2) scores at small N
       (the exact slope is about 1.85 over N = 256..2048) and the fixed
-      O(p d) / O(C d) scratch next to the O(N) arrays; a hidden quadratic
+      O(p (d + dv)) / O(C d) scratch next to the O(N) arrays; a hidden quadratic
       allocation in a linear method (slope near 2) or a chunked exact
       estimator (slope near 1) fails.
     """
@@ -437,6 +447,8 @@ class CostScalingStudy(Study):
                 rule=(f"|slope of log(tracemalloc peak bytes) vs log N - {expected:g}| <= {self.MEMORY_TOL} "
                       "(deterministic: the interval only reflects curvature)"),
                 details={"kind": kind, "n": s["n"], "peak_bytes": s["peak_bytes"],
-                         "declared_memory": spec["declared_memory"], "fit": mfit.as_dict()}))
+                         "declared_memory": spec["declared_memory"], "fit": mfit.as_dict(),
+                         **({"dense_score_bytes": [dense_score_bytes(n) for n in s["n"]]}
+                            if spec["group"] == "attention" else {})}))
         return out
 
