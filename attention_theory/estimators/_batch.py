@@ -124,8 +124,9 @@ def random_batch_attention(q, k, v, *, batch_size, rng, include_self=True, backe
     remainder : {"spread", "pad"}
         The batches when p does not divide N (see above); default ``"spread"``.
     head_partitions : {"shared", "independent"}
-        Only for 3-D inputs. ``"shared"`` (default, the paper's batched tensor:
-        the tokens are cut once and every head attends inside the same batches):
+        Only for 3-D inputs. ``"shared"`` (default; one batched tensor for all
+        heads: the tokens are cut once and every head attends inside the same
+        batches):
         every head uses the partition of replica 0 of seed s, the one of the
         one-head call. ``"independent"``: head h uses
         ``particles.partition(N, p, seed=s, step=0, replica=h, remainder=remainder)``,

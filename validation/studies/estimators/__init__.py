@@ -1,6 +1,6 @@
 r"""Studies of the attention estimators (THEORY Part B, labels T9-T18).
 
-Six studies, each registered under its name:
+Seven studies, each registered under its name:
 
 =========================  ===========  ================================================================
 study                      labels       what is measured, against what
@@ -16,6 +16,10 @@ study                      labels       what is measured, against what
                                         closed form T16, as mu moves from 0 to q_n + mean k
 ``rba_bias``               T18, B5      random batch attention bias vs the batch size p, with and
                                         without the token itself; exact enumeration vs Monte Carlo
+``rba_operator``           T18, T3, B5  the partition-averaged RBA operator (Monte Carlo with standard
+                                        errors) against exact enumeration; its bias vs p, N, the score
+                                        scale, self on/off, and the two remainder conventions; the batch
+                                        sum unbiased under both
 ``estimator_mse``          T15-T18,     every estimator's MSE against exact softmax vs its number of
                            B3, B4       samples at three score scales (T16 = 2, 8, 64): RA slope -1,
                                         RFA slope -1 where T16 is moderate, LARA decreasing, RBA exact
@@ -53,6 +57,7 @@ from validation.studies.estimators.estimator_mse import (
 from validation.studies.estimators.lara_consistency import LARAConsistencyStudy
 from validation.studies.estimators.ra_unbiased import RAUnbiasedStudy
 from validation.studies.estimators.rba_bias import RBABiasStudy
+from validation.studies.estimators.rba_operator import RBAOperatorStudy
 from validation.studies.estimators.rfa_bias_variance import RFABiasVarianceStudy
 
 __all__ = [
@@ -62,6 +67,7 @@ __all__ = [
     "LARAConsistencyStudy",
     "ESSVsProposalMeanStudy",
     "RBABiasStudy",
+    "RBAOperatorStudy",
     "EstimatorMSEStudy",
     "MSE_VARIANTS",
     "MSE_SAMPLE_MEANING",
