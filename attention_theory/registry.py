@@ -161,7 +161,7 @@ _ENTRIES = (
         randomized=True,
         size_parameter="batch_size",
         time="O(N p (d + dv))",
-        memory="O(N dv + p d per thread)",
+        memory="O(N dv + p (d + dv) per group of batches)",
         reference=(
             "Liu, Ma, Jin, Wang, arXiv 2511.06044; partition of Jin, Li, Liu, J. Comput. Phys. 400 (2020) 108877"
         ),

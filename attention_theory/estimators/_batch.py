@@ -139,8 +139,9 @@ def random_batch_attention(q, k, v, *, batch_size, rng, include_self=True, backe
 
     Notes
     -----
-    Time O(H N p (d + dv)); memory O(H N dv) for the output plus O(p d) scratch per
-    thread (no (N, N) or (N/p, p, p) score tensor is formed).
+    Time O(H N p (d + dv)); memory O(H N dv) for the output plus O(p (d + dv))
+    scratch per group of batches (one p x p block of scores at a time; no (N, N)
+    or (N/p, p, p) score tensor is formed).
     """
     q, k, v, p, multi = _check_batch_args(q, k, v, batch_size)
     include_self = check_bool("include_self", include_self)
