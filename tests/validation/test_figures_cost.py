@@ -73,3 +73,14 @@ def test_plotted_exponents_equal_the_verdicts(drawn):
 def test_plotting_code_never_imports_pyplot_nor_measures():
     src = Path(figures.__file__).with_name("cost.py").read_text()
     assert "pyplot" not in src and "measure(" not in src and "perf_counter" not in src
+
+
+def test_the_dense_score_line_is_eight_bytes_per_score_at_rba_sizes(drawn):
+    store, paths = drawn
+    data = json.loads(paths[2].read_text())["data"]
+    dense, rba = data["dense_scores"], data["kinds"]["rba"]
+    assert dense["n"] == rba["n"]
+    assert dense["bytes"] == [8 * n * n for n in rba["n"]]  # float64 N x N, computed by hand here
+    # the memory argument: the dense matrix is above what RBA took at the same N, by a factor growing with N
+    ratio = [b / p for b, p in zip(dense["bytes"], rba["peak_bytes"], strict=True)]
+    assert min(ratio) > 10 and all(a < b for a, b in zip(ratio, ratio[1:], strict=False))

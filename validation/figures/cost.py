@@ -108,6 +108,18 @@ def _references(ax, series, quadratic, linear, key, scale):
     _reference(ax, series, linear, key, scale, 1.0, ls=":", label="slope 1 (reference)")
 
 
+def _dense_scores(ax, verdicts):
+    """The 8 N^2 bytes of the dense score matrix at RBA's sizes, as the study computed them (never allocated)."""
+    v = verdicts.get("rba", {}).get("memory")
+    if v is None or "dense_score_bytes" not in v.details:
+        return None
+    n = np.asarray(v.details["n"], dtype=float)
+    dense = np.asarray(v.details["dense_score_bytes"], dtype=float)
+    ax.plot(n, dense / _MIB, color="0.45", ls="-.", lw=1.2, zorder=2,
+            label=f"dense N x N scores (computed): {dense[-1] / 2**30:.3g} GiB at N = {int(n[-1])}")
+    return {"n": n, "bytes": dense}
+
+
 def plot(data):
     d = data["cost_scaling"]
     series = d.study.series(d.records)
@@ -127,6 +139,7 @@ def plot(data):
     _references(p_time, series, ["full"], ["rbm1"], "seconds", 1.0)
     _references(a_mem, series, ["exact"], linear, "peak_bytes", _MIB)
     _references(p_mem, series, [], steps, "peak_bytes", _MIB)
+    dense = _dense_scores(a_mem, verdicts)
 
     a_time.set_title("(a) attention: wall time per call (d = 64)")
     p_time.set_title("(b) particles: wall time per step (tanh, d = 3)")
@@ -168,4 +181,4 @@ def plot(data):
             "memory_exponent": {"measured": vm.measured, "interval": list(vm.interval), "predicted": vm.predicted,
                                 "passed": vm.passed},
         }
-    return fig, {"mode": d.mode, "machine": machine, "kinds": plotted}
+    return fig, {"mode": d.mode, "machine": machine, "kinds": plotted, "dense_scores": dense}
