@@ -11,7 +11,9 @@ The theory layer that studies call and tests check against
 - :mod:`attention_theory.bounds.ips`: T3 (the RBM-1 batch factor and the
   Lambda_i it multiplies) and the Dyson gas;
 - :mod:`attention_theory.bounds.dynamics`: Part C, the self-attention dynamics
-  on the sphere (equiangular time, energies, cluster counts).
+  on the sphere (equiangular time, energies, cluster counts);
+- :mod:`attention_theory.bounds.noisy`: issue 16, the Bessel-function
+  predictions for noisy USA dynamics (beta*, K#).
 
 Every public function of the submodules is importable from here.
 """
@@ -48,6 +50,7 @@ from attention_theory.bounds.ips import (
     semicircle_cdf,
     semicircle_density,
 )
+from attention_theory.bounds.noisy import noisy_coupling_threshold, noisy_critical_beta, noisy_kappa_threshold
 from attention_theory.bounds.rba import (
     RBA_EXACT_MAX_TOKENS,
     RBA_OPERATOR_MAX_TOKENS,
@@ -93,4 +96,8 @@ __all__ = [
     "averaged_pair_force",
     "pair_averaging_floor",
     "circle_cluster_count",
+    # issue 16: noisy USA dynamics (noisy)
+    "noisy_critical_beta",
+    "noisy_coupling_threshold",
+    "noisy_kappa_threshold",
 ]

@@ -1,0 +1,153 @@
+r"""Issue 16: the Bessel-function predictions for noisy USA dynamics on the sphere S^(d-1).
+
+=====================================  ==============================================================
+function                               what it returns
+=====================================  ==============================================================
+:func:`noisy_critical_beta`            beta*(d), the root of I_{d/2+1}(beta) / I_{d/2}(beta) = 1/d
+:func:`noisy_coupling_threshold`       K#(beta, d), the linear-stability threshold of the uniform state
+:func:`noisy_kappa_threshold`          2 K#(beta, d), the issue's (unverified) map to this library
+=====================================  ==============================================================
+
+Source. Mun and Rosenzweig, arXiv:2606.05140 (2026), abstract (read through
+the ``search`` tool; the body of the paper was not available here): for the
+McKean-Vlasov free energy of the unnormalised self-attention (USA) model on
+the unit sphere in every dimension d >= 2 there is a unique beta*(d) > 0
+with I_{d/2+1}(beta*) / I_{d/2}(beta*) = 1/d; for 0 < beta <= beta* the
+uniform density is the unique global minimiser up to the linear-stability
+threshold K#(beta) = beta^(d/2) / (2^(d/2) Gamma(d/2) I_{d/2}(beta)) and the
+transition is continuous (K_c = K#); for beta > beta* it is discontinuous
+(K_c < K#). Their d = 2 paper (arXiv:2604.16288, abstract) writes the circle
+as theta in [0, 1) with the interaction W_beta(theta) = (exp(beta cos(2 pi
+theta)) - 1) / beta and a coupling strength K.
+
+What was not verified. The abstracts do not say how K enters the particle
+SDE (which multiple of the Laplace-Beltrami operator the entropy carries), so
+the map from the papers' K to this library's noise level sigma (generator
+(sigma^2 / 2) Laplace-Beltrami, :func:`particles.solve`) is not established
+here; :func:`noisy_kappa_threshold` states the issue's claim kappa# = 2 K#
+and is only that. beta*(2) = 2.44692 and beta*(3) = 1.81615 (the issue's
+2.447 and 1.816) are confirmed numerically by :func:`noisy_critical_beta`.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+import numpy as np
+from scipy.optimize import brentq
+from scipy.special import ive
+
+from attention_theory.bounds._checks import _positive_int
+
+__all__ = ["noisy_critical_beta", "noisy_coupling_threshold", "noisy_kappa_threshold"]
+
+
+def _check_beta(beta):
+    if isinstance(beta, (bool, np.bool_)) or not isinstance(beta, (numbers.Real, np.floating, np.integer)):
+        raise TypeError(f"beta must be a real number, got {type(beta).__name__}")
+    beta = float(beta)
+    if not (math.isfinite(beta) and beta > 0.0):
+        raise ValueError(f"beta must be finite and > 0, got {beta!r}")
+    return beta
+
+
+def _ratio(nu, beta):
+    # ive scales both by exp(-beta): the ratio is the same and neither overflows at large beta
+    return ive(nu + 1.0, beta) / ive(nu, beta)
+
+
+def noisy_critical_beta(d):
+    """The critical inverse temperature beta*(d) of noisy USA dynamics on S^(d-1).
+
+    Parameters
+    ----------
+    d : int
+        Ambient dimension, d >= 2 (tokens on the sphere S^(d-1) of R^d).
+
+    Returns
+    -------
+    float
+        The unique beta > 0 with I_{d/2+1}(beta) / I_{d/2}(beta) = 1/d
+        (Mun and Rosenzweig, arXiv:2606.05140, abstract). The ratio
+        I_{nu+1}/I_nu increases from 0 (at beta = 0) to 1 (beta -> inf),
+        so the root is unique; it is bracketed in (0, 4 d) and found by
+        ``scipy.optimize.brentq`` to machine precision. beta*(2) = 2.44692,
+        beta*(3) = 1.81615.
+
+    Raises
+    ------
+    TypeError
+        ``d`` is not an integer.
+    ValueError
+        ``d < 2``.
+    """
+    d = _positive_int("d", d, low=2)
+    nu = d / 2.0
+
+    def f(b):
+        return _ratio(nu, b) - 1.0 / d
+
+    # near 0 the ratio is ~ beta / (d + 2) < 1/d; at 4 d it is above beta / (nu + 1 + sqrt((nu + 1)^2 + beta^2))
+    # (Amos' bound), about 0.8 > 1/d for every d >= 2
+    return float(brentq(f, 1e-12, 4.0 * d, xtol=1e-15, rtol=4 * np.finfo(float).eps, maxiter=200))
+
+
+def noisy_coupling_threshold(beta, d):
+    """The linear-stability threshold K#(beta, d) of the uniform density (the papers' coupling K).
+
+    Parameters
+    ----------
+    beta : float
+        Inverse temperature of the USA interaction, finite and > 0.
+    d : int
+        Ambient dimension, d >= 2.
+
+    Returns
+    -------
+    float
+        K#(beta) = beta^(d/2) / (2^(d/2) Gamma(d/2) I_{d/2}(beta))
+        (arXiv:2606.05140, abstract), computed in logarithms with the scaled
+        Bessel function so that large beta does not overflow. It decreases
+        strictly in beta (d log K#/d beta = -I_{d/2+1}/I_{d/2}), from d/2 at
+        beta -> 0.
+
+    Raises
+    ------
+    TypeError
+        ``beta`` is not a real number or ``d`` not an integer.
+    ValueError
+        ``beta <= 0`` or not finite, ``d < 2``.
+    """
+    beta = _check_beta(beta)
+    d = _positive_int("d", d, low=2)
+    nu = d / 2.0
+    log_k = nu * math.log(beta / 2.0) - math.lgamma(nu) - (math.log(ive(nu, beta)) + beta)
+    return math.exp(log_k)
+
+
+def noisy_kappa_threshold(beta, d):
+    """The issue's threshold kappa#(beta, d) = 2 K#(beta, d): an unverified convention map.
+
+    Parameters
+    ----------
+    beta : float
+        Inverse temperature, finite and > 0.
+    d : int
+        Ambient dimension, d >= 2.
+
+    Returns
+    -------
+    float
+        ``2 * noisy_coupling_threshold(beta, d)``. Issue 16 states that "an
+        independent derivation in this library's convention gives
+        kappa# = 2 K#"; the factor 2 was not checked against the papers
+        (their abstracts do not give the SDE), so a study must not rely on it
+        before the map from K to sigma is derived (see the module docstring).
+
+    Raises
+    ------
+    TypeError, ValueError
+        As :func:`noisy_coupling_threshold`.
+    """
+    return 2.0 * noisy_coupling_threshold(beta, d)
