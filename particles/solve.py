@@ -243,6 +243,19 @@ def solve(system, x0, *, t_end, dt, method="full", batch_size=None, seed=0, back
     advances the N/p subsets of that step by the pseudo-time h_last. Where
     t_end is a whole number of steps nothing changes (the coupling contract
     is exact).
+
+    Noise on the sphere (``system.sphere`` and sigma > 0, scheme
+    ``"euler"``): each step is ``y = x + h F(x) + sigma P_x dW`` followed by
+    ``x = y / |y|``, with P_x = I - x x^T and dW the step's Brownian
+    increment. F and P_x dW are tangent, so ``|y|^2 = 1 + sigma^2 |P_x dW|^2``
+    to leading order and the normalisation adds the drift
+    -(d - 1) sigma^2 x h / 2 in expectation: the Ito drift of Brownian
+    motion on S^(d-1), generator (sigma^2 / 2) Laplace-Beltrami, for which
+    E<x(t), x(0)> = exp(-(d - 1) sigma^2 t / 2) under pure noise. The scheme
+    has weak order 1 and strong order 1/2 (the noise is multiplicative and
+    non-commutative, so the flat systems' strong order 1 for additive noise
+    does not carry over); tests/particles/test_sphere_noise.py measures both
+    (see the engine guide, "Noise on the sphere").
     """
     _check_system(system)
     method = check_choice("method", method, tuple(integrators.METHODS))

@@ -234,7 +234,15 @@ def attention(
         True (default): projected dynamics on the unit sphere (layer norm).
         False: the unprojected dynamics in R^d.
     sigma : float
-        Optional additive noise (projected on the tangent space on the sphere).
+        Noise level, >= 0 (default 0: deterministic). In R^d
+        (``sphere=False``) additive noise sigma dB. On the sphere, Brownian
+        motion on S^(d-1) with generator (sigma^2 / 2) Laplace-Beltrami: the
+        increment sigma dW is projected on the tangent space and the step's
+        normalisation supplies the Ito drift -(d - 1) sigma^2 x / 2 (weak
+        order 1, strong order 1/2; see :func:`particles.solve`, Notes).
+        The noisy-transformer papers (Mun and Rosenzweig) use a coupling
+        strength K whose map to sigma is not established here
+        (:mod:`attention_theory.bounds.noisy`).
     include_self : bool, keyword-only
         True (default): the sums include j = i. False: they exclude it (see above).
     heads : int >= 1 or None, keyword-only
