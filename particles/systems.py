@@ -240,9 +240,9 @@ def attention(
         increment sigma dW is projected on the tangent space and the step's
         normalisation supplies the Ito drift -(d - 1) sigma^2 x / 2 (weak
         order 1, strong order 1/2; see :func:`particles.solve`, Notes).
-        The noisy-transformer papers (Mun and Rosenzweig) use a coupling
-        strength K whose map to sigma is not established here
-        (:mod:`attention_theory.bounds.noisy`).
+        In the noisy-transformer papers' terms (Mun and Rosenzweig) the
+        uniform state of USA is unstable for sigma^2 < 1 / K#, i.e.
+        kappa = 2 / sigma^2 > 2 K# (:mod:`attention_theory.bounds.noisy`).
     include_self : bool, keyword-only
         True (default): the sums include j = i. False: they exclude it (see above).
     heads : int >= 1 or None, keyword-only

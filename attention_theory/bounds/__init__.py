@@ -50,7 +50,12 @@ from attention_theory.bounds.ips import (
     semicircle_cdf,
     semicircle_density,
 )
-from attention_theory.bounds.noisy import noisy_coupling_threshold, noisy_critical_beta, noisy_kappa_threshold
+from attention_theory.bounds.noisy import (
+    noisy_coupling_threshold,
+    noisy_critical_beta,
+    noisy_kappa_threshold,
+    noisy_sigma_threshold,
+)
 from attention_theory.bounds.rba import (
     RBA_EXACT_MAX_TOKENS,
     RBA_OPERATOR_MAX_TOKENS,
@@ -100,4 +105,5 @@ __all__ = [
     "noisy_critical_beta",
     "noisy_coupling_threshold",
     "noisy_kappa_threshold",
+    "noisy_sigma_threshold",
 ]

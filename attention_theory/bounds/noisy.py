@@ -5,7 +5,8 @@ function                               what it returns
 =====================================  ==============================================================
 :func:`noisy_critical_beta`            beta*(d), the root of I_{d/2+1}(beta) / I_{d/2}(beta) = 1/d
 :func:`noisy_coupling_threshold`       K#(beta, d), the linear-stability threshold of the uniform state
-:func:`noisy_kappa_threshold`          2 K#(beta, d), the issue's (unverified) map to this library
+:func:`noisy_kappa_threshold`          kappa# = 2 K#, the threshold of kappa = 2 / sigma^2 in this library
+:func:`noisy_sigma_threshold`          sigma# = K#^(-1/2): the uniform state is unstable for sigma < sigma#
 =====================================  ==============================================================
 
 Source. Mun and Rosenzweig, arXiv:2606.05140 (2026), abstract (read through
@@ -21,12 +22,25 @@ as theta in [0, 1) with the interaction W_beta(theta) = (exp(beta cos(2 pi
 theta)) - 1) / beta and a coupling strength K.
 
 What was not verified. The abstracts do not say how K enters the particle
-SDE (which multiple of the Laplace-Beltrami operator the entropy carries), so
-the map from the papers' K to this library's noise level sigma (generator
-(sigma^2 / 2) Laplace-Beltrami, :func:`particles.solve`) is not established
-here; :func:`noisy_kappa_threshold` states the issue's claim kappa# = 2 K#
-and is only that. beta*(2) = 2.44692 and beta*(3) = 1.81615 (the issue's
-2.447 and 1.816) are confirmed numerically by :func:`noisy_critical_beta`.
+SDE, so the papers' own normalisation of K is not checked here. What is
+derived here, in this library's convention (USA with Q = K = V = I, the
+mean over the tokens, noise sigma with generator (sigma^2 / 2)
+Laplace-Beltrami, :func:`particles.solve`): the mean-field equation is
+d rho/dt = (sigma^2 / 2) Delta rho - div(rho grad(W * rho)) with
+W(t) = exp(beta t) / beta, t = <x, y>, and rho a probability density on the
+sphere. Around the uniform state a degree-l harmonic grows at the rate
+l (l + d - 2) (lambda_l - sigma^2 / 2), lambda_l the Funk-Hecke coefficient
+of W; the degree-one one, lambda_1 = E[t exp(beta t)] / beta =
+Gamma(d/2) 2^(d/2 - 1) beta^(-d/2) I_{d/2}(beta), is the largest (the
+coefficients of exp(beta t) decrease with l), so the uniform state is unstable
+exactly when sigma^2 < 2 lambda_1 = 1 / K#(beta). With kappa = 2 / sigma^2
+(the SDE written with sqrt(2 / kappa) P_x dW) that is kappa > kappa# = 2 K#,
+the issue's statement; the papers' K is then kappa / 2 if their threshold is
+the same instability, which matches their small-beta limit K# -> d/2 (the
+noisy Kuramoto threshold sigma^2 = 1 on the circle, d = 2). The test checks
+2 lambda_1 K# = 1 with lambda_1 computed by quadrature.
+beta*(2) = 2.44692 and beta*(3) = 1.81615 (the issue's 2.447 and 1.816) are
+confirmed numerically by :func:`noisy_critical_beta`.
 """
 
 from __future__ import annotations
@@ -40,7 +54,7 @@ from scipy.special import ive
 
 from attention_theory.bounds._checks import _positive_int
 
-__all__ = ["noisy_critical_beta", "noisy_coupling_threshold", "noisy_kappa_threshold"]
+__all__ = ["noisy_critical_beta", "noisy_coupling_threshold", "noisy_kappa_threshold", "noisy_sigma_threshold"]
 
 
 def _check_beta(beta):
@@ -127,7 +141,7 @@ def noisy_coupling_threshold(beta, d):
 
 
 def noisy_kappa_threshold(beta, d):
-    """The issue's threshold kappa#(beta, d) = 2 K#(beta, d): an unverified convention map.
+    """The threshold kappa#(beta, d) = 2 K#(beta, d) of kappa = 2 / sigma^2 in this library's convention.
 
     Parameters
     ----------
@@ -139,11 +153,12 @@ def noisy_kappa_threshold(beta, d):
     Returns
     -------
     float
-        ``2 * noisy_coupling_threshold(beta, d)``. Issue 16 states that "an
-        independent derivation in this library's convention gives
-        kappa# = 2 K#"; the factor 2 was not checked against the papers
-        (their abstracts do not give the SDE), so a study must not rely on it
-        before the map from K to sigma is derived (see the module docstring).
+        ``2 * noisy_coupling_threshold(beta, d)``: the uniform state of
+        noisy USA (Q = K = V = I) is linearly unstable for
+        kappa = 2 / sigma^2 > kappa# (the derivation is in the module
+        docstring). That this is the papers' K# with K = kappa / 2 rests on
+        their abstracts' formula and its small-beta limit, not on their SDE,
+        which was not read.
 
     Raises
     ------
@@ -151,3 +166,30 @@ def noisy_kappa_threshold(beta, d):
         As :func:`noisy_coupling_threshold`.
     """
     return 2.0 * noisy_coupling_threshold(beta, d)
+
+
+def noisy_sigma_threshold(beta, d):
+    """The noise level sigma#(beta, d) = K#(beta, d)^(-1/2) below which the uniform state is unstable.
+
+    Parameters
+    ----------
+    beta : float
+        Inverse temperature, finite and > 0.
+    d : int
+        Ambient dimension, d >= 2.
+
+    Returns
+    -------
+    float
+        sigma# with sigma#^2 = 2 lambda_1 = 1 / K#(beta): noisy USA
+        (``particles.systems.attention(beta, kind="USA", sigma=sigma)``) has
+        a linearly unstable uniform state for sigma < sigma# (mean-field
+        limit; see the module docstring). It tends to sqrt(2 / d) as
+        beta -> 0 and increases with beta.
+
+    Raises
+    ------
+    TypeError, ValueError
+        As :func:`noisy_coupling_threshold`.
+    """
+    return noisy_coupling_threshold(beta, d) ** -0.5

@@ -13,10 +13,17 @@ import math
 
 import numpy as np
 import pytest
+from scipy import integrate
+from scipy.special import beta as beta_fn
 from scipy.special import iv
 
 from attention_theory import bounds
-from attention_theory.bounds import noisy_coupling_threshold, noisy_critical_beta, noisy_kappa_threshold
+from attention_theory.bounds import (
+    noisy_coupling_threshold,
+    noisy_critical_beta,
+    noisy_kappa_threshold,
+    noisy_sigma_threshold,
+)
 
 DIMS = (2, 3, 4, 5, 8)
 
@@ -74,12 +81,40 @@ def test_strictly_decreasing_in_beta(d):
     assert all(a > b for a, b in zip(ks, ks[1:]))
 
 
+def _lambda1(beta, d):
+    # Funk-Hecke: the degree-one coefficient of W(t) = exp(beta t) / beta, E[t W(t)] with t = <x, y>, y uniform on
+    # S^(d-1): t = cos(phi), phi with density sin(phi)^(d-2) / B(1/2, (d-1)/2) on (0, pi) (smooth, unlike t's);
+    # folding phi and pi - phi gives the positive integrand 2 t sinh(beta t), free of cancellation at small beta
+    def f(phi):
+        t = np.cos(phi)
+        return 2 * t * np.sinh(beta * t) / beta * np.sin(phi) ** (d - 2) / beta_fn(0.5, (d - 1) / 2)
+
+    val, _ = integrate.quad(f, 0, np.pi / 2, epsabs=0, epsrel=1e-12)
+    return val
+
+
+@pytest.mark.parametrize("d", [2, 3, 4, 6])
+@pytest.mark.parametrize("beta", [0.05, 0.7, 1.816, 2.447, 6.0])
+def test_threshold_is_the_degree_one_instability(beta, d):
+    # the uniform state is unstable iff sigma^2 < 2 lambda_1 (module docstring): 2 lambda_1 K# = 1
+    lam = _lambda1(beta, d)
+    assert 2 * lam * noisy_coupling_threshold(beta, d) == pytest.approx(1.0, rel=1e-9)
+    assert noisy_sigma_threshold(beta, d) ** 2 == pytest.approx(2 * lam, rel=1e-9)
+    assert noisy_kappa_threshold(beta, d) == pytest.approx(1 / lam, rel=1e-9)
+
+
 def test_kappa_is_twice_k():
     assert noisy_kappa_threshold(1.3, 3) == 2 * noisy_coupling_threshold(1.3, 3)
 
 
+def test_sigma_threshold_small_beta():
+    # sigma#^2 -> 2 / d: on the circle the noisy Kuramoto threshold sigma^2 = 1
+    for d in (2, 3, 5):
+        assert noisy_sigma_threshold(1e-6, d) == pytest.approx(math.sqrt(2 / d), rel=1e-9)
+
+
 def test_reexported():
-    for name in ("noisy_critical_beta", "noisy_coupling_threshold", "noisy_kappa_threshold"):
+    for name in ("noisy_critical_beta", "noisy_coupling_threshold", "noisy_kappa_threshold", "noisy_sigma_threshold"):
         assert name in bounds.__all__
 
 
@@ -89,6 +124,8 @@ def test_bad_beta(bad):
         noisy_coupling_threshold(bad, 3)
     with pytest.raises(ValueError, match="beta"):
         noisy_kappa_threshold(bad, 3)
+    with pytest.raises(ValueError, match="beta"):
+        noisy_sigma_threshold(bad, 3)
 
 
 def test_bad_types_and_dimension():
