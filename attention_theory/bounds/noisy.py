@@ -21,14 +21,14 @@ transition is continuous (K_c = K#); for beta > beta* it is discontinuous
 as theta in [0, 1) with the interaction W_beta(theta) = (exp(beta cos(2 pi
 theta)) - 1) / beta and a coupling strength K.
 
-What was not verified. The abstracts do not say how K enters the particle
+Conventions. The abstracts do not say how K enters the particle
 SDE, so the papers' own normalisation of K is not checked here. What is
 derived here, in this library's convention (USA with Q = K = V = I, the
 mean over the tokens, noise sigma with generator (sigma^2 / 2)
 Laplace-Beltrami, :func:`particles.solve`): the mean-field equation is
 d rho/dt = (sigma^2 / 2) Delta rho - div(rho grad(W * rho)) with
-W(t) = exp(beta t) / beta, t = <x, y>, and rho a probability density on the
-sphere. Around the uniform state a degree-l harmonic grows at the rate
+W(t) = exp(beta t) / beta, t = <x, y>, W * rho(x) = int W(<x, y>) rho(y) dy and
+rho a density against the normalised uniform measure dy. Around the uniform state a degree-l harmonic grows at the rate
 l (l + d - 2) (lambda_l - sigma^2 / 2), lambda_l the Funk-Hecke coefficient
 of W; the degree-one one, lambda_1 = E[t exp(beta t)] / beta =
 Gamma(d/2) 2^(d/2 - 1) beta^(-d/2) I_{d/2}(beta), is the largest (the
