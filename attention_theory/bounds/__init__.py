@@ -12,8 +12,8 @@ The theory layer that studies call and tests check against
   Lambda_i it multiplies) and the Dyson gas;
 - :mod:`attention_theory.bounds.dynamics`: Part C, the self-attention dynamics
   on the sphere (equiangular time, energies, cluster counts);
-- :mod:`attention_theory.bounds.noisy`: issue 16, the Bessel-function
-  predictions for noisy USA dynamics (beta*, K#).
+- :mod:`attention_theory.bounds.noisy`: the Bessel-function predictions for
+  noisy USA dynamics on the sphere (beta*, K#; Mun and Rosenzweig).
 
 Every public function of the submodules is importable from here.
 """
@@ -101,7 +101,7 @@ __all__ = [
     "averaged_pair_force",
     "pair_averaging_floor",
     "circle_cluster_count",
-    # issue 16: noisy USA dynamics (noisy)
+    # noisy USA dynamics on the sphere (noisy)
     "noisy_critical_beta",
     "noisy_coupling_threshold",
     "noisy_kappa_threshold",

