@@ -13,7 +13,9 @@ The theory layer that studies call and tests check against
 - :mod:`attention_theory.bounds.dynamics`: Part C, the self-attention dynamics
   on the sphere (equiangular time, energies, cluster counts);
 - :mod:`attention_theory.bounds.noisy`: the Bessel-function predictions for
-  noisy USA dynamics on the sphere (beta*, K#; Mun and Rosenzweig).
+  noisy USA dynamics on the sphere (beta*, K#; Mun and Rosenzweig);
+- :mod:`attention_theory.bounds.observables`: order parameters of tokens on
+  the sphere (the empirical mean, the degree-l harmonic powers).
 
 Every public function of the submodules is importable from here.
 """
@@ -56,6 +58,7 @@ from attention_theory.bounds.noisy import (
     noisy_kappa_threshold,
     noisy_sigma_threshold,
 )
+from attention_theory.bounds.observables import harmonic_power, order_parameter
 from attention_theory.bounds.rba import (
     RBA_EXACT_MAX_TOKENS,
     RBA_OPERATOR_MAX_TOKENS,
@@ -106,4 +109,7 @@ __all__ = [
     "noisy_coupling_threshold",
     "noisy_kappa_threshold",
     "noisy_sigma_threshold",
+    # order parameters on the sphere (observables)
+    "order_parameter",
+    "harmonic_power",
 ]

@@ -121,7 +121,7 @@ from validation.stats._decisions import (
     student_t_critical,
     two_sided_p,
 )
-from validation.stats._intervals import MeanInterval, mean_interval, percentile_interval
+from validation.stats._intervals import MeanInterval, batch_means_interval, mean_interval, percentile_interval
 from validation.stats._multiple import adjust_pvalues
 from validation.stats._unbiasedness import UnbiasednessTest, unbiasedness_test
 from validation.stats._variance import VarianceCheck, mse_check, variance_check
@@ -134,6 +134,7 @@ __all__ = [
     "variance_check",
     "mse_check",
     "mean_interval",
+    "batch_means_interval",
     "adjust_pvalues",
     "METHODS",
     "INTERVALS",

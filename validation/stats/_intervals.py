@@ -12,7 +12,7 @@ from validation.stats._common import (
     _check_prob,
 )
 
-__all__ = ["MeanInterval", "mean_interval", "percentile_interval"]
+__all__ = ["MeanInterval", "mean_interval", "batch_means_interval", "percentile_interval"]
 
 
 class MeanInterval(NamedTuple):
@@ -61,6 +61,51 @@ def mean_interval(x, confidence=0.95):
         return float(v) if v.ndim == 0 else v
 
     return MeanInterval(out(m), out(m - t * se), out(m + t * se), out(se), confidence, n)
+
+
+def batch_means_interval(series, confidence=0.95, *, n_batches=20, burn_in=0):
+    """Confidence interval for the long-run mean of a stationary, autocorrelated time series (batch means).
+
+    The series after ``burn_in`` is cut into ``n_batches`` contiguous batches of equal length (the last
+    ``len % n_batches`` points are dropped); their means are treated as i.i.d. and :func:`mean_interval`
+    (Student t, ``n_batches - 1`` degrees of freedom) is applied to them. Valid when a batch is long compared
+    with the autocorrelation time, so that neighbouring batch means are nearly independent: the lag-1
+    autocorrelation of the batch means is returned as the check (``MeanInterval`` has no field for it, so the
+    result is ``(interval, lag1)``). The i.i.d. interval of the raw points would be too narrow by about the
+    square root of the integrated autocorrelation time.
+
+    Parameters
+    ----------
+    series : array_like, shape (T, ...)
+        Time along axis 0; further axes are independent coordinates.
+    confidence : float, default 0.95
+    n_batches : int, default 20
+        At least 2; each batch must hold at least 2 points.
+    burn_in : int, default 0
+        Leading points dropped (the transient).
+
+    Returns
+    -------
+    (MeanInterval, lag1) : the interval of the mean (``n`` is the number of batches), and the lag-1
+        autocorrelation of the batch means (float, or array per coordinate; NaN when it is undefined).
+    """
+    a = np.asarray(series, dtype=np.float64)
+    if isinstance(n_batches, (bool, np.bool_)) or not isinstance(n_batches, (int, np.integer)) or n_batches < 2:
+        raise ValueError(f"n_batches must be an integer >= 2, got {n_batches!r}")
+    if isinstance(burn_in, (bool, np.bool_)) or not isinstance(burn_in, (int, np.integer)) or burn_in < 0:
+        raise ValueError(f"burn_in must be an integer >= 0, got {burn_in!r}")
+    if a.ndim == 0 or a.shape[0] - burn_in < 2 * n_batches:
+        raise ValueError(f"series must hold at least burn_in + 2 * n_batches = {burn_in + 2 * n_batches} points "
+                         f"along axis 0, got shape {a.shape}")
+    a = a[burn_in:]
+    length = a.shape[0] // n_batches
+    means = a[: length * n_batches].reshape(n_batches, length, *a.shape[1:]).mean(axis=1)
+    c = means - means.mean(axis=0)
+    den = np.sum(c * c, axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        lag1 = np.sum(c[1:] * c[:-1], axis=0) / den
+    lag1 = float(lag1) if np.ndim(lag1) == 0 else lag1
+    return mean_interval(means, confidence), lag1
 
 
 def percentile_interval(draws, alpha, axis=None):
